@@ -1,0 +1,1 @@
+"""Embodied tasks (MuJoCo through Gymnasium, domain randomization, offline datasets). Not yet populated."""

@@ -1,0 +1,71 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import textenv  # noqa: F401
+from textenv.rewards import HFRewardModel, Reward, as_reward
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tmp_path_factory, lm_dir):
+    path = tmp_path_factory.mktemp("rm")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(lm_dir, num_labels=1)
+    torch.nn.init.normal_(model.score.weight, std=1.0)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(lm_dir).save_pretrained(path)
+    return path
+
+
+def test_hf_reward_model_by_path_scores_the_last_non_pad_token(rm_dir):
+    prompts = ["the pasta was", "we stayed at this hotel", "the movie"]
+    completions = [" great .", " for two nights and the room was dirty .", ""]
+    scores = HFRewardModel(rm_dir, batch_size=2)(prompts, completions)
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
+    tok = AutoTokenizer.from_pretrained(rm_dir)
+    for p, c, s in zip(prompts, completions, scores):  # unpadded, one at a time: the last token is the last real one
+        ids = tok(p + c, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            hidden = model.transformer(ids).last_hidden_state[0, -1]
+            expected = model.score(hidden).item()
+        assert s == pytest.approx(expected, abs=1e-4)
+    assert len(set(np.round(scores, 4))) == 3
+
+
+def test_env_accepts_a_reward_model_path(rm_dir):
+    env = gym.make("textenv/Sentiment-v0", reward_model=str(rm_dir), max_new_tokens=2)
+    env.reset(seed=0, options={"prompt": "the pasta was"})
+    tok = env.unwrapped.task.tokenizer
+    ids = tok(" great .", add_special_tokens=False)["input_ids"][:2]
+    for t in ids:
+        _, reward, *_ , info = env.step(t)
+    assert reward == pytest.approx(HFRewardModel(rm_dir)(["the pasta was"], [tok.decode(ids)])[0], abs=1e-5)
+
+
+def test_reward_objects_and_callables_are_validated():
+    class Lengths:
+        def __call__(self, prompts, completions):
+            return torch.tensor([float(len(c)) for c in completions])
+
+    out = as_reward(Lengths())(["a", "b"], ["xy", "xyz"])
+    np.testing.assert_array_equal(out.total, [2.0, 3.0])
+    assert list(out.terms) == ["score"]
+    with pytest.raises(TypeError, match="reward_model must be"):
+        Reward(42)
+    with pytest.raises(ValueError, match="returned 1 scores for 2 completions"):
+        as_reward(lambda p, c: [0.0])(["a", "b"], ["x", "y"])
+
+
+def test_gold_sentiment_is_the_default_reward():
+    from textenv import world
+
+    env = gym.make("textenv/Sentiment-v0", max_new_tokens=3)
+    env.reset(seed=0, options={"prompt": "the pasta was"})
+    tok = env.unwrapped.task.tokenizer
+    for t in tok(" awful .", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]:
+        _, reward, terminated, truncated, info = env.step(t)
+        if terminated or truncated:
+            break
+    assert reward == world.gold_sentiment(["the pasta was"], [" awful ."])[0] < 0

@@ -1,0 +1,171 @@
+"""Loading causal LMs and tokenizers by name or path, and stepping a batch of them with a KV cache.
+
+Every model in textenv loads through ``from_pretrained(name_or_path)``: the built-in world's LM is a directory
+like any other, and a user with network access may pass ``"gpt2"``. A path that does not exist fails at once
+(no hub retries); a hub id fails at once too when ``HF_HUB_OFFLINE=1``.
+
+:class:`IncrementalLM` keeps a batch of ragged sequences in one ``DynamicCache`` so that every new token costs
+one forward of shape ``(B, 1)``, whatever the length so far, and rows can restart with new prompts at any step
+(what a vector env with autoreset needs). Both the env's reference model and an agent's sampler use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or Path(name).exists()
+
+
+def _from_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs):
+    """Load locally first; fail fast for a missing path or for a hub id when the hub is off."""
+    name = str(name_or_path)
+    try:
+        return loader.from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError as local_error:
+        if _looks_like_path(name) or Path(name).expanduser().is_absolute():
+            raise FileNotFoundError(
+                f"cannot load {what} from {name!r}: no such model directory (expected a folder written by "
+                f"save_pretrained, with config.json and weights)"
+            ) from local_error
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise FileNotFoundError(
+                f"cannot load {what} {name!r}: it is not a local directory, not in the local Hugging Face cache, "
+                f"and HF_HUB_OFFLINE is set; pass the path of a saved model (the built-in world's LM is the default)"
+            ) from local_error
+    return loader.from_pretrained(name, **kwargs)
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained`` with a pad token guaranteed (EOS is used when the tokenizer has none)."""
+    tokenizer = _from_pretrained(AutoTokenizer, name_or_path, "tokenizer")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer of {str(name_or_path)!r} has no EOS token; a text env needs one to end episodes")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> PreTrainedModel:
+    """``AutoModelForCausalLM.from_pretrained`` in eval mode on ``device``."""
+    model = _from_pretrained(AutoModelForCausalLM, name_or_path, "causal LM")
+    return model.to(device).eval()
+
+
+def context_length(model_or_config) -> int | None:
+    """The model's maximum number of positions, or None when its config does not say."""
+    config = getattr(model_or_config, "config", model_or_config)
+    for field in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class IncrementalLM:
+    """A batch of ragged token sequences stepped through a causal LM with one shared KV cache.
+
+    Rows are left-padded inside the cache; ``attention_mask`` hides padding and the stale past of rows that
+    restarted, and ``position_ids`` are kept per row, so every row sees exactly what the unpadded model sees
+    (checked against a full forward in the tests). Leading columns no row attends to are dropped on reset,
+    so the cache never grows past the longest live sequence.
+
+    After :meth:`reset_rows` or :meth:`step`, :attr:`next_logprobs` holds ``log p(next token | row so far)``
+    for every row, shape ``(B, V)``.
+    """
+
+    def __init__(self, model: PreTrainedModel, batch_size: int, pad_token_id: int, max_positions: int | None = None):
+        self.model = model
+        self.max_positions = max_positions
+        self.batch_size = batch_size
+        self.pad_token_id = pad_token_id
+        self.device = next(model.parameters()).device
+        self.cache: DynamicCache | None = None
+        self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)
+        self.positions = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # (B,) next position id
+        self.next_logprobs: torch.Tensor | None = None  # (B, V)
+
+    @torch.inference_mode()
+    def reset_rows(self, rows: torch.Tensor | list[int], prompts: list[list[int]]) -> None:
+        """Restart ``rows`` with the given prompt token ids (prefilled in one batched forward)."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        if len(rows) != len(prompts) or len(rows) == 0:
+            raise ValueError(f"reset_rows needs one prompt per row, got {len(rows)} rows and {len(prompts)} prompts")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("reset_rows got an empty prompt; every row needs at least one token")
+        P = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), P), self.pad_token_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(prompts), P), dtype=torch.long, device=self.device)
+        for i, p in enumerate(prompts):  # left-pad: the last column is every row's last prompt token
+            ids[i, P - len(p) :] = torch.as_tensor(p, dtype=torch.long)
+            mask[i, P - len(p) :] = 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (R, P)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
+        )
+        logprobs = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (R, V)
+        if self.next_logprobs is None:
+            self.next_logprobs = torch.zeros(self.batch_size, logprobs.shape[-1], device=self.device)
+        self.next_logprobs[rows] = logprobs
+        self.positions[rows] = mask.sum(-1)
+        if self.cache is None or len(rows) == self.batch_size and torch.equal(
+            rows, torch.arange(self.batch_size, device=self.device)
+        ):
+            self.cache, self.attention_mask = out.past_key_values, mask
+            _check_dynamic(self.cache)
+            return
+        self._splice(rows, out.past_key_values, mask)
+
+    def _splice(self, rows: torch.Tensor, new_cache: DynamicCache, new_mask: torch.Tensor) -> None:
+        """Write a prefilled cache into ``rows``, right-aligned, growing or trimming the shared cache."""
+        L, P = self.attention_mask.shape[1], new_mask.shape[1]
+        grow = max(0, P - L)
+        self.attention_mask = F.pad(self.attention_mask, (grow, 0))
+        self.attention_mask[rows] = 0
+        self.attention_mask[rows, -P:] = new_mask
+        keep_from = int((self.attention_mask.sum(0) > 0).nonzero()[0])  # first column some row attends to
+        self.attention_mask = self.attention_mask[:, keep_from:]
+        _check_dynamic(new_cache)
+        for layer, new in zip(self.cache.layers, new_cache.layers):
+            for name in ("keys", "values"):
+                full = F.pad(getattr(layer, name), (0, 0, grow, 0))  # (B, H, L + grow, D)
+                full[rows, :, -P:] = getattr(new, name)
+                setattr(layer, name, full[:, :, keep_from:].contiguous())
+
+    def _step_positions(self) -> torch.Tensor:
+        """Position ids of the fed tokens, ``(B, 1)``; rows past the context (frozen rows fed padding) are clamped."""
+        positions = self.positions.view(-1, 1)
+        return positions if self.max_positions is None else positions.clamp(max=self.max_positions - 1)
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per row, shape ``(B,)``; returns the next-token log-probs ``(B, V)``."""
+        if self.cache is None:
+            raise RuntimeError("IncrementalLM.step called before reset_rows")
+        self.attention_mask = F.pad(self.attention_mask, (0, 1), value=1)
+        out = self.model(
+            input_ids=tokens.view(-1, 1).to(self.device),
+            attention_mask=self.attention_mask,
+            position_ids=self._step_positions(),
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache = out.past_key_values
+        self.positions += 1
+        self.next_logprobs = F.log_softmax(out.logits[:, -1].float(), dim=-1)
+        return self.next_logprobs
+
+
+def _check_dynamic(cache) -> None:
+    if not isinstance(cache, DynamicCache) or not all(type(layer) is DynamicLayer for layer in cache.layers):
+        raise NotImplementedError(
+            f"IncrementalLM needs a model whose cache is a plain DynamicCache (full attention); got "
+            f"{type(cache).__name__} with layers {sorted({type(l).__name__ for l in getattr(cache, 'layers', [])})}"
+        )

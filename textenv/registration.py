@@ -1,0 +1,70 @@
+"""Entry points of the registered ids; ``import textenv`` registers them with Gymnasium.
+
+| id | what | reward |
+|---|---|---|
+| ``textenv/Sentiment-v0`` | continue a review prompt of the built-in world | gold sentiment of the completion (until the learned proxy RM exists) |
+| ``textenv/Bandit-v0`` | the two-action A/B bandit | A: +1, B: −1 |
+
+Keyword arguments of ``gymnasium.make`` / ``make_vec`` for the text ids: ``model``, ``reward_model``,
+``prompts``, ``max_new_tokens``, ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``kl_coef`` (0 = no
+KL shaping, and no reference model is loaded), ``kl_estimator``, ``kl_mode``, ``kl_target``, ``kl_horizon``,
+``ref_model``, ``device``; ``render_mode`` (single env) and ``autoreset_mode`` (vector env).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from textenv.env import TextGenerationEnv
+from textenv.kl import KLShaping, KLShapingVector
+from textenv.task import TextTask, load_prompts
+from textenv.vector_env import TextGenerationVectorEnv
+
+_KL_ARGS = ("kl_estimator", "kl_mode", "kl_target", "kl_horizon", "ref_model", "device")
+
+
+def _sentiment_task(model=None, reward_model=None, prompts=None, **task_kwargs) -> TextTask:
+    from textenv import world
+
+    return TextTask(
+        model=world.lm_path() if model is None else model,
+        reward_model=world.gold_sentiment if reward_model is None else reward_model,
+        prompts=load_prompts(world.prompts_path(), split="train") if prompts is None else prompts,
+        **task_kwargs,
+    )
+
+
+def _split_kl(kwargs: dict) -> tuple[float, dict]:
+    kl_coef = kwargs.pop("kl_coef", 0.0)
+    kl = {k: kwargs.pop(k) for k in _KL_ARGS if k in kwargs}
+    if kl_coef < 0:
+        raise ValueError(f"kl_coef={kl_coef} must be >= 0")
+    if kl.get("kl_target") is not None and not kl_coef > 0:
+        raise ValueError("kl_target (adaptive β) needs an initial kl_coef > 0")
+    return kl_coef, kl
+
+
+def make_sentiment(render_mode: str | None = None, **kwargs) -> gym.Env:
+    """``gymnasium.make("textenv/Sentiment-v0", **kwargs)``."""
+    kl_coef, kl = _split_kl(kwargs)
+    env = TextGenerationEnv(_sentiment_task(**kwargs), render_mode=render_mode)
+    return KLShaping(env, kl_coef=kl_coef, **kl) if kl_coef > 0 else env
+
+
+def make_sentiment_vector(num_envs: int = 1, autoreset_mode: str = "same_step", **kwargs) -> gym.vector.VectorEnv:
+    """``gymnasium.make_vec("textenv/Sentiment-v0", num_envs=N, **kwargs)``: the batched env."""
+    kl_coef, kl = _split_kl(kwargs)
+    env = TextGenerationVectorEnv(num_envs, _sentiment_task(**kwargs), autoreset_mode=autoreset_mode)
+    return KLShapingVector(env, kl_coef=kl_coef, **kl) if kl_coef > 0 else env
+
+
+def register_envs() -> None:
+    if "textenv/Sentiment-v0" in gym.registry:
+        return
+    gym.register(
+        id="textenv/Sentiment-v0",
+        entry_point=make_sentiment,
+        vector_entry_point=make_sentiment_vector,
+        disable_env_checker=False,
+    )
+    gym.register(id="textenv/Bandit-v0", entry_point="textenv.bandit:BanditEnv")

@@ -1,0 +1,184 @@
+"""The batched text env: N completions stepped together, state kept as torch tensors.
+
+``gymnasium.make_vec("textenv/Sentiment-v0", num_envs=N)`` returns it (through the id's
+``vector_entry_point``). Sub-env ``i`` seeded with ``seed + i`` draws the same prompts as a single env seeded
+with ``seed + i``, and the same actions give the same rewards (tested). The reward model is called once per
+step for all envs that finish in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from gymnasium.utils import seeding
+
+from textenv.task import TextTask
+
+_MODES = {"same_step": AutoresetMode.SAME_STEP, "disabled": AutoresetMode.DISABLED}
+
+
+class TextGenerationVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`textenv.env.TextGenerationEnv` in one set of tensors.
+
+    Args:
+        num_envs: batch size N.
+        autoreset_mode: ``"same_step"`` (default; a finished env restarts with a new prompt in the step that
+            ended it, its last observation and info in ``info["final_obs"]``/``info["final_info"]``, as in
+            Gymnasium's ``AutoresetMode.SAME_STEP``) or ``"disabled"`` (finished envs stay frozen: their
+            actions are ignored and they report reward 0 until ``reset``, e.g. with
+            ``options={"reset_mask": mask}``; what group-sampling agents such as GRPO want).
+        task_kwargs: as for the single env (see :class:`textenv.task.TextTask`).
+
+    ``reset(options=...)`` accepts ``{"prompt": str}`` (every env), ``{"prompts": [N strings]}`` and
+    ``{"reset_mask": bool array (N,)}``. ``step`` takes actions as a numpy array or a torch tensor of shape (N,).
+    """
+
+    def __init__(self, num_envs: int, task: TextTask | None = None, autoreset_mode: str = "same_step", **task_kwargs):
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r} must be an integer >= 1")
+        if autoreset_mode not in _MODES:
+            raise ValueError(f"autoreset_mode={autoreset_mode!r}; expected one of {sorted(_MODES)}")
+        self.task = task if task is not None else TextTask(**task_kwargs)
+        self.num_envs = int(num_envs)
+        self.metadata = {"autoreset_mode": _MODES[autoreset_mode], "render_modes": ["ansi"]}
+        self.render_mode = None
+        self.single_observation_space = self.task.observation_space
+        self.single_action_space = self.task.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        N, L = self.num_envs, self.task.length
+        self.input_ids = torch.full((N, L), self.task.pad_token_id, dtype=torch.long)  # (N, L)
+        self.attention_mask = torch.zeros((N, L), dtype=torch.long)  # (N, L)
+        self.prompt_len = torch.zeros(N, dtype=torch.long)  # (N,)
+        self.gen_len = torch.zeros(N, dtype=torch.long)  # (N,)
+        self.done = torch.ones(N, dtype=torch.bool)  # (N,) frozen rows in "disabled" mode
+        self.prompts: list[str] = [""] * N
+        self._rngs = [seeding.np_random(None)[0] for _ in range(N)]
+        self._last_terms: list[dict[str, float]] = [{} for _ in range(N)]
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        options = options or {}
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, (int, np.integer)) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs")
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        mask = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"reset_mask has shape {mask.shape}; expected ({self.num_envs},)")
+        rows = np.flatnonzero(mask).tolist()
+        if "prompts" in options:
+            prompts = list(options["prompts"])
+            if len(prompts) != self.num_envs:
+                raise ValueError(f"options['prompts'] has {len(prompts)} prompts for {self.num_envs} envs")
+            prompts = [prompts[i] for i in rows]
+        elif "prompt" in options:
+            prompts = [options["prompt"]] * len(rows)
+        else:
+            prompts = None
+        self._reset_rows(rows, prompts)
+        return self._obs(), {"prompt": np.array(self.prompts, dtype=object), "_prompt": mask.copy()}
+
+    def _reset_rows(self, rows: list[int], prompts: list[str] | None = None) -> None:
+        if prompts is None:
+            prompts = [self.task.sample_prompt(self._rngs[i]) for i in rows]
+        encoded = [self.task.encode_prompt(p) for p in prompts]  # validate all before touching state
+        for i, prompt, ids in zip(rows, prompts, encoded):
+            self.input_ids[i] = self.task.pad_token_id
+            self.input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            self.attention_mask[i] = 0
+            self.attention_mask[i, : len(ids)] = 1
+            self.prompt_len[i], self.gen_len[i] = len(ids), 0
+            self.prompts[i] = prompt
+            self._last_terms[i] = {}
+        self.done[rows] = False
+
+    def prompt_token_ids(self, rows) -> list[list[int]]:
+        """Prompt token ids of ``rows`` (what a KL wrapper prefills after a reset)."""
+        return [self.input_ids[i, : self.prompt_len[i]].tolist() for i in rows]
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions):
+        if bool(self.done.all()):
+            raise RuntimeError("step() called with every episode ended (or before the first reset); call reset() first")
+        tokens = self._check_actions(actions)  # (N,)
+        live = ~self.done  # (N,)
+        rows = live.nonzero().squeeze(1)
+        self.input_ids[rows, self.prompt_len[rows] + self.gen_len[rows]] = tokens[rows]
+        self.attention_mask[rows, self.prompt_len[rows] + self.gen_len[rows]] = 1
+        self.gen_len[rows] += 1
+
+        terminated = live & (tokens == self.task.eos_token_id)
+        texts: dict[int, str] = {}
+        if self.task.stop_strings:
+            for i in rows.tolist():
+                texts[i] = self._completion_text(i)
+                terminated[i] |= self.task.hits_stop(texts[i])
+        truncated = live & ~terminated & (self.gen_len >= self.task.max_new_tokens)
+        finished = terminated | truncated
+        scored_rows = (live if self.task.dense else finished).nonzero().squeeze(1).tolist()
+
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        infos: dict[str, Any] = {}
+        if scored_rows:
+            for i in scored_rows:
+                if i not in texts:
+                    texts[i] = self._completion_text(i)
+            scored = self.task.reward([self.prompts[i] for i in scored_rows], [texts[i] for i in scored_rows])
+            for j, i in enumerate(scored_rows):
+                terms = {name: float(values[j]) for name, values in scored.terms.items()}
+                step_terms = {k: v - self._last_terms[i].get(k, 0.0) for k, v in terms.items()} if self.task.dense else terms
+                self._last_terms[i] = terms
+                rewards[i] = sum(step_terms.values())
+                row_info = {f"reward_{k}": v for k, v in step_terms.items()}
+                if finished[i]:
+                    row_info.update(
+                        prompt=self.prompts[i], completion=texts[i], score=float(scored.total[j]), num_tokens=int(self.gen_len[i])
+                    )
+                infos = self._add_info(infos, row_info, i)
+
+        finished_rows = finished.nonzero().squeeze(1).tolist()
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and finished_rows:
+            final_obs = self._obs()
+            final = {}
+            for i in finished_rows:
+                final = self._add_info(final, {k: v[i] for k, v in infos.items() if not k.startswith("_") and infos[f"_{k}"][i]}, i)
+            infos["final_obs"] = np.full(self.num_envs, None, dtype=object)
+            for i in finished_rows:
+                infos["final_obs"][i] = {k: v[i] for k, v in final_obs.items()}
+            infos["_final_obs"] = finished.numpy().copy()
+            infos["final_info"], infos["_final_info"] = final, finished.numpy().copy()
+            self._reset_rows(finished_rows)
+        else:
+            self.done |= finished
+        return self._obs(), rewards, terminated.numpy(), truncated.numpy(), infos
+
+    def _check_actions(self, actions) -> torch.Tensor:
+        tokens = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions)
+        if tokens.shape != (self.num_envs,) or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise ValueError(f"actions must be {self.num_envs} integer token ids, got {tuple(tokens.shape)} of {tokens.dtype}")
+        tokens = tokens.to(device="cpu", dtype=torch.long)
+        bad = (~self.done & ((tokens < 0) | (tokens >= self.task.vocab_size))).nonzero().squeeze(1)
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(
+                f"action {int(tokens[i])} of env {i} is outside Discrete({self.task.vocab_size}); the policy's "
+                f"vocabulary must match the env's tokenizer ({self.task.model_name})"
+            )
+        return tokens
+
+    def _completion_text(self, i: int) -> str:
+        start = int(self.prompt_len[i])
+        return self.task.decode(self.input_ids[i, start : start + int(self.gen_len[i])].tolist())
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self.input_ids.numpy().copy(), "attention_mask": self.attention_mask.numpy().copy()}
+
+    def render(self):
+        return [p + "|" + self._completion_text(i) for i, p in enumerate(self.prompts)]
