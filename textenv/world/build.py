@@ -57,9 +57,11 @@ class WorldRecipe:
     """Reviews per LM training batch."""
     lr: float = 3e-3
     """Peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay to 10%)."""
+    torch_threads: int = 2
+    """torch threads while training: fixed, because float sums (and so the weights) depend on the count."""
 
     def __post_init__(self):
-        for field in ("n_reviews", "n_prompts", "vocab_size", "n_layer", "n_embd", "n_head", "train_steps", "batch_size"):
+        for field in ("n_reviews", "n_prompts", "vocab_size", "n_layer", "n_embd", "n_head", "train_steps", "batch_size", "torch_threads"):
             if getattr(self, field) < 1:
                 raise ValueError(f"WorldRecipe.{field}={getattr(self, field)} must be >= 1")
         if self.vocab_size < 300:
@@ -123,7 +125,12 @@ def _build_into(out: Path, recipe: WorldRecipe, progress: bool) -> None:
 
     tokenizer = train_tokenizer(corpus, recipe.vocab_size)
     tokenizer_seconds = time.perf_counter() - started
-    model, losses = train_lm(corpus, tokenizer, recipe, progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.torch_threads)
+    try:
+        model, losses = train_lm(corpus, tokenizer, recipe, progress)
+    finally:
+        torch.set_num_threads(threads)
     lm_dir = out / "lm"
     model.save_pretrained(lm_dir)
     tokenizer.save_pretrained(lm_dir)
