@@ -51,7 +51,7 @@ def kl_estimate(
     the whole distributions, ``(..., V)``).
 
     >>> kl_estimate(torch.tensor(math.log(0.5)), torch.tensor(math.log(0.25)), "k3").item()  # e^-r - 1 + r, r = log 2
-    -0.3068528...
+    0.1931471...
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"kl estimator {estimator!r} is unknown; expected one of {ESTIMATORS}")

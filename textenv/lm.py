@@ -21,16 +21,18 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or Path(name).exists()
+    """A local path rather than a hub id ``owner/name``."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
-def _from_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs):
-    """Load locally first; fail fast for a missing path or for a hub id when the hub is off."""
+def load_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs):
+    """``loader.from_pretrained(name_or_path)``, local files first; fails fast for a missing path, or for a hub
+    id that is not cached while ``HF_HUB_OFFLINE`` is set, instead of waiting on hub retries."""
     name = str(name_or_path)
     try:
         return loader.from_pretrained(name, local_files_only=True, **kwargs)
     except OSError as local_error:
-        if _looks_like_path(name) or Path(name).expanduser().is_absolute():
+        if _looks_like_path(name):
             raise FileNotFoundError(
                 f"cannot load {what} from {name!r}: no such model directory (expected a folder written by "
                 f"save_pretrained, with config.json and weights)"
@@ -45,7 +47,7 @@ def _from_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwarg
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` with a pad token guaranteed (EOS is used when the tokenizer has none)."""
-    tokenizer = _from_pretrained(AutoTokenizer, name_or_path, "tokenizer")
+    tokenizer = load_pretrained(AutoTokenizer, name_or_path, "tokenizer")
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer of {str(name_or_path)!r} has no EOS token; a text env needs one to end episodes")
     if tokenizer.pad_token_id is None:
@@ -55,7 +57,7 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
 
 def load_causal_lm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` in eval mode on ``device``."""
-    model = _from_pretrained(AutoModelForCausalLM, name_or_path, "causal LM")
+    model = load_pretrained(AutoModelForCausalLM, name_or_path, "causal LM")
     return model.to(device).eval()
 
 

@@ -96,12 +96,12 @@ class HFRewardModel:
     ):
         from transformers import AutoModelForSequenceClassification
 
-        from textenv.lm import _from_pretrained, context_length, load_tokenizer
+        from textenv.lm import load_pretrained, context_length, load_tokenizer
 
         self.name = str(name_or_path)
         self.tokenizer = load_tokenizer(name_or_path)
         self.tokenizer.padding_side = "right"
-        self.model = _from_pretrained(AutoModelForSequenceClassification, name_or_path, "reward model")
+        self.model = load_pretrained(AutoModelForSequenceClassification, name_or_path, "reward model")
         self.model.to(device).eval()
         if self.model.config.num_labels != 1:
             raise ValueError(

@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import spaces
 from transformers import AutoConfig
 
-from textenv.lm import _from_pretrained, context_length, load_tokenizer
+from textenv.lm import load_pretrained, context_length, load_tokenizer
 from textenv.rewards import Reward, as_reward
 
 
@@ -73,7 +73,7 @@ class TextTask:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
         self.model_name = str(model)
         self.tokenizer = load_tokenizer(model)
-        config = _from_pretrained(AutoConfig, model, "model config")
+        config = load_pretrained(AutoConfig, model, "model config")
         self.vocab_size = int(config.vocab_size)
         self.context = context_length(config)
         if self.context is not None and max_new_tokens >= self.context:
