@@ -1,10 +1,8 @@
-import math
 import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.utils.env_checker import check_env
 
 import textenv  # noqa: F401

@@ -69,7 +69,7 @@ def test_ragged_episodes_with_eos_keep_the_reference_cache_exact(base_lm):
     env.reset(seed=0)
     seqs = env.unwrapped.prompt_token_ids(range(n))
     rng = np.random.default_rng(0)
-    for step in range(20):
+    for _ in range(20):
         actions = rng.integers(10, 200, size=n)
         actions[rng.random(n) < 0.3] = eos
         with torch.no_grad():
