@@ -71,13 +71,14 @@ class LMSampler:
 
 @dataclass
 class Episodes:
-    """What finished episodes reported: prompt, completion, return, final score, length, and any other terms."""
+    """What finished episodes reported: prompt, completion, return, final score, length, and gold reward (NaN if none)."""
 
     prompts: list[str] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    gold: list[float] = field(default_factory=list)
     tokens: int = 0
 
     def __len__(self) -> int:
@@ -115,6 +116,8 @@ def collect_episodes(env, model, n_episodes: int, seed: int = 0, temperature: fl
                 out.completions.append(final["completion"][i])
                 out.scores.append(float(final["score"][i]))
                 out.lengths.append(int(final["num_tokens"][i]))
+                has_gold = "reward_gold" in final and final["_reward_gold"][i]
+                out.gold.append(float(final["reward_gold"][i]) if has_gold else float("nan"))
                 out.returns.append(float(running[i]))
                 bar.update(1)
         running[finished] = 0.0

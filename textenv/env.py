@@ -32,6 +32,7 @@ class TextGenerationEnv(gym.Env):
     | ``reward_score`` (or ``reward_<term>`` of a reward returning named terms) | last step | ``reward_model(prompt, completion)`` |
     | same, ``dense=True`` | every step (sparse: last step only) | ``score(prefix_t) - score(prefix_{t-1})``, ``score(prefix_0) = 0`` |
     | ``reward_kl`` (KL wrapper) | every step | ``-β·KL_t`` |
+    | ``reward_gold`` (reported, **not** added) | last step | ``gold_reward(prompt, completion)``, when the task has one |
 
     ## Starting State
     A prompt drawn uniformly from ``prompts`` with the env's seeded RNG, or ``options={"prompt": ...}``.
@@ -41,11 +42,11 @@ class TextGenerationEnv(gym.Env):
 
     ## Arguments
     See :class:`textenv.task.TextTask` (``model``, ``reward_model``, ``prompts``, ``max_new_tokens``,
-    ``max_prompt_tokens``, ``stop_strings``, ``dense``) and ``render_mode`` (``"ansi"`` or ``"human"``).
+    ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``gold_reward``) and ``render_mode`` (``"ansi"`` or ``"human"``).
 
     ## Info
     ``reward_<term>`` on every step that is rewarded (the last one unless ``dense``). At the episode end also ``prompt``, ``completion`` (decoded text),
-    ``score`` (the completion's final score) and ``num_tokens``.
+    ``score`` (the completion's final score), ``num_tokens`` and, when the task has a gold reward, ``reward_gold``.
 
     ## Version History
     * v0: initial version.
@@ -121,6 +122,8 @@ class TextGenerationEnv(gym.Env):
             info.update({f"reward_{k}": v for k, v in step_terms.items()})
             if done:
                 info.update(prompt=self._prompt, completion=text, score=float(scored.total[0]), num_tokens=len(self._completion))
+                if self.task.gold is not None:
+                    info["reward_gold"] = float(self.task.gold([self._prompt], [text]).total[0])
         self._done = done
         if self.render_mode == "human":
             print(self.render())

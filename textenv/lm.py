@@ -11,6 +11,7 @@ one forward of shape ``(B, 1)``, whatever the length so far, and rows can restar
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -25,12 +26,27 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
+@contextlib.contextmanager
+def quiet_progress():
+    """Silence transformers' per-file progress bars ("Loading weights", "Writing model shards") for a block."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs):
     """``loader.from_pretrained(name_or_path)``, local files first; fails fast for a missing path, or for a hub
     id that is not cached while ``HF_HUB_OFFLINE`` is set, instead of waiting on hub retries."""
     name = str(name_or_path)
     try:
-        return loader.from_pretrained(name, local_files_only=True, **kwargs)
+        with quiet_progress():
+            return loader.from_pretrained(name, local_files_only=True, **kwargs)
     except OSError as local_error:
         if _looks_like_path(name):
             raise FileNotFoundError(

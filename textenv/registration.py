@@ -2,11 +2,11 @@
 
 | id | what | reward |
 |---|---|---|
-| ``textenv/Sentiment-v0`` | continue a review prompt of the built-in world | gold sentiment of the completion (until the learned proxy RM exists) |
+| ``textenv/Sentiment-v0`` | continue a review prompt of the built-in world | the learned proxy reward model (normalised); gold sentiment reported as ``info["reward_gold"]`` |
 | ``textenv/Bandit-v0`` | the two-action A/B bandit | A: +1, B: −1 |
 
 Keyword arguments of ``gymnasium.make`` / ``make_vec`` for the text ids: ``model``, ``reward_model``,
-``prompts``, ``max_new_tokens``, ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``kl_coef`` (0 = no
+``gold_reward`` (default: gold sentiment; None to skip), ``prompts``, ``max_new_tokens``, ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``kl_coef`` (0 = no
 KL shaping, and no reference model is loaded), ``kl_estimator``, ``kl_mode``, ``kl_target``, ``kl_horizon``,
 ``ref_model``, ``device``; ``render_mode`` (single env) and ``autoreset_mode`` (vector env).
 """
@@ -23,13 +23,17 @@ from textenv.vector_env import TextGenerationVectorEnv
 _KL_ARGS = ("kl_estimator", "kl_mode", "kl_target", "kl_horizon", "ref_model", "device")
 
 
-def _sentiment_task(model=None, reward_model=None, prompts=None, **task_kwargs) -> TextTask:
+_DEFAULT = object()
+
+
+def _sentiment_task(model=None, reward_model=None, prompts=None, gold_reward=_DEFAULT, **task_kwargs) -> TextTask:
     from textenv import world
 
     return TextTask(
         model=world.lm_path() if model is None else model,
-        reward_model=world.gold_sentiment if reward_model is None else reward_model,
+        reward_model=world.proxy_rm_path() if reward_model is None else reward_model,
         prompts=load_prompts(world.prompts_path(), split="train") if prompts is None else prompts,
+        gold_reward=world.gold_sentiment if gold_reward is _DEFAULT else gold_reward,
         **task_kwargs,
     )
 

@@ -57,6 +57,8 @@ class TextTask:
         max_prompt_tokens: longest prompt accepted; default: the model's context minus ``max_new_tokens``, at most 64.
         stop_strings: strings that terminate the episode once the completion contains one (EOS always does).
         dense: reward each token with ``score(prefix_t) - score(prefix_{t-1})`` (telescopes to the final score).
+        gold_reward: a reward that is reported at the episode end as ``info["reward_gold"]`` and **not** added to
+            the reward: the true objective beside a learned proxy, so over-optimization shows in every run.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class TextTask:
         max_prompt_tokens: int | None = None,
         stop_strings: Sequence[str] = (),
         dense: bool = False,
+        gold_reward=None,
     ):
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
@@ -88,6 +91,7 @@ class TextTask:
         self.max_new_tokens = int(max_new_tokens)
         self.prompts = load_prompts(prompts)
         self.reward: Reward = as_reward(reward_model)
+        self.gold: Reward | None = None if gold_reward is None else as_reward(gold_reward)
         self.stop_strings = tuple(stop_strings)
         self.dense = bool(dense)
         self.eos_token_id = self.tokenizer.eos_token_id

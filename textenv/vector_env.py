@@ -130,6 +130,10 @@ class TextGenerationVectorEnv(VectorEnv):
                 if i not in texts:
                     texts[i] = self._completion_text(i)
             scored = self.task.reward([self.prompts[i] for i in scored_rows], [texts[i] for i in scored_rows])
+            ended = [i for i in scored_rows if finished[i]]
+            gold = {}
+            if self.task.gold is not None and ended:
+                gold = dict(zip(ended, self.task.gold([self.prompts[i] for i in ended], [texts[i] for i in ended]).total.tolist()))
             for j, i in enumerate(scored_rows):
                 terms = {name: float(values[j]) for name, values in scored.terms.items()}
                 step_terms = {k: v - self._last_terms[i].get(k, 0.0) for k, v in terms.items()} if self.task.dense else terms
@@ -140,6 +144,8 @@ class TextGenerationVectorEnv(VectorEnv):
                     row_info.update(
                         prompt=self.prompts[i], completion=texts[i], score=float(scored.total[j]), num_tokens=int(self.gen_len[i])
                     )
+                    if i in gold:
+                        row_info["reward_gold"] = gold[i]
                 infos = self._add_info(infos, row_info, i)
 
         finished_rows = finished.nonzero().squeeze(1).tolist()

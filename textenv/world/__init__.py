@@ -5,6 +5,7 @@ Built by the project's own code from a seed (no downloads), cached by recipe has
 >>> from textenv import world
 >>> lm = world.lm_path()          # builds on first use (about a minute), then cached
 >>> # AutoModelForCausalLM.from_pretrained(lm) and AutoTokenizer.from_pretrained(lm) both load it
+>>> rm = world.proxy_rm_path()    # the learned proxy reward model (built on first use, about 2 minutes)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from textenv.world.build import WorldRecipe, build, cache_root, world_dir
 from textenv.world.gold import gold_fluency, gold_sentiment
+from textenv.world.proxy import ProxyRecipe, build_proxy, proxy_dir
 
 __all__ = [
     "WorldRecipe",
@@ -23,6 +25,11 @@ __all__ = [
     "prompts_path",
     "gold_sentiment",
     "gold_fluency",
+    "ProxyRecipe",
+    "build_proxy",
+    "proxy_dir",
+    "proxy_rm_path",
+    "preferences_path",
 ]
 
 
@@ -34,3 +41,16 @@ def lm_path(recipe: WorldRecipe = WorldRecipe(), progress: bool = True) -> Path:
 def prompts_path(recipe: WorldRecipe = WorldRecipe(), progress: bool = True) -> Path:
     """``prompts.jsonl`` of the built-in sentiment task (``split`` is ``train`` or ``eval``)."""
     return build(recipe, progress=progress) / "prompts.jsonl"
+
+
+def proxy_rm_path(world: WorldRecipe = WorldRecipe(), recipe: ProxyRecipe = ProxyRecipe(), progress: bool = True) -> Path:
+    """Directory of the learned proxy reward model (built if not cached): ``reward_model=`` accepts it."""
+    return build_proxy(world, recipe, progress=progress) / "rm"
+
+
+def preferences_path(split: str = "train", world: WorldRecipe = WorldRecipe(), recipe: ProxyRecipe = ProxyRecipe(),
+                     progress: bool = True) -> Path:
+    """The built-in preference data, ``split`` ``"train"`` or ``"eval"`` (held out)."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split={split!r} must be 'train' or 'eval'")
+    return build_proxy(world, recipe, progress=progress) / f"preferences-{split}.jsonl"

@@ -1,9 +1,9 @@
-"""The reward protocol and its implementations.
+"""The reward protocol: what a reward returns, and the validating adapter every env reward goes through.
 
 A reward is anything callable as ``reward(prompts, completions)`` on two equal-length sequences of strings that
 returns either one float per pair, or a mapping ``{term name: one float per pair}`` whose terms add up to the
 reward (each term then appears in the env's ``info`` as ``reward_<term>``). That covers a plain function,
-a Hugging Face reward model (:class:`HFRewardModel`), the built-in gold rewards and any object of yours.
+a Hugging Face reward model (:class:`~textenv.rewards.hf.HFRewardModel`), the built-in gold rewards and any object of yours.
 
 :func:`as_reward` turns what a user passes as ``reward_model=`` (a path, a callable, a reward object) into a
 :class:`Reward`, which checks every call: the right number of scores, all finite, and errors that say which
@@ -79,62 +79,12 @@ class Reward:
         return array
 
 
-class HFRewardModel:
-    """A Hugging Face ``AutoModelForSequenceClassification`` reward model with ``num_labels=1``.
-
-    The text ``prompt + completion`` is right-padded and scored at its last non-pad token, the convention of
-    TRL, OpenRLHF and DeepSpeed-Chat, so their reward checkpoints load unchanged. A tokenizer without a pad
-    token gets its EOS as pad, and the model's ``config.pad_token_id`` is set to match.
-    """
-
-    def __init__(
-        self,
-        name_or_path: str | os.PathLike,
-        device: str | torch.device = "cpu",
-        batch_size: int = 64,
-        max_length: int | None = None,
-    ):
-        from transformers import AutoModelForSequenceClassification
-
-        from textenv.lm import load_pretrained, context_length, load_tokenizer
-
-        self.name = str(name_or_path)
-        self.tokenizer = load_tokenizer(name_or_path)
-        self.tokenizer.padding_side = "right"
-        self.model = load_pretrained(AutoModelForSequenceClassification, name_or_path, "reward model")
-        self.model.to(device).eval()
-        if self.model.config.num_labels != 1:
-            raise ValueError(
-                f"reward model {self.name!r} has num_labels={self.model.config.num_labels}; a reward model "
-                f"must output one score (num_labels=1)"
-            )
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.max_length = max_length or context_length(self.model)
-        self.__name__ = f"HFRewardModel({self.name})"
-
-    @torch.inference_mode()
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        texts = [p + c for p, c in zip(prompts, completions)]
-        scores: list[float] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                texts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=self.max_length is not None,
-                max_length=self.max_length,
-            ).to(self.device)
-            scores += self.model(**batch).logits[:, 0].float().tolist()
-        return scores
-
-
 def as_reward(spec, device: str | torch.device = "cpu") -> Reward:
     """A :class:`Reward` from a path/name of a HF reward model, a callable, or a :class:`Reward`."""
     if isinstance(spec, Reward):
         return spec
     if isinstance(spec, (str, os.PathLike)):
+        from textenv.rewards.hf import HFRewardModel
+
         return Reward(HFRewardModel(spec, device=device))
     return Reward(spec)

@@ -1,0 +1,114 @@
+"""Multi-objective rewards: a weighted sum of named terms, each reported on its own.
+
+>>> from textenv.world import gold_fluency, gold_sentiment
+>>> from textenv.rewards.rules import LengthTarget
+>>> reward = CompositeReward(
+...     {"positivity": gold_sentiment, "fluency": gold_fluency, "brevity": LengthTarget(8)},
+...     weights={"positivity": 1.0, "fluency": 0.5, "brevity": 0.2},
+... )
+>>> reward(["the room was"], [" clean ."])                   # weighted terms; the env sums them
+{'positivity': [1.0], 'fluency': [0.5], 'brevity': [-0.15]}
+>>> reward.vector(["the room was"], [" clean ."]).tolist()  # unweighted, one column per term
+[[1.0, 1.0, -0.75]]
+
+In an env (``gymnasium.make("textenv/Sentiment-v0", reward_model=reward)``) the reward is the sum of the
+weighted terms and ``info`` carries ``reward_positivity``, ``reward_fluency`` and ``reward_brevity``.
+
+With ``normalize_then_sum=True`` each term is standardised before weighting, ``(x - mean) / std``, so terms of
+different scales (a reward model's logits, a 0/1 rule) weigh what their weights say. The statistics are frozen
+by :meth:`CompositeReward.calibrate` on reference completions (recommended: e.g. samples of the base policy);
+until then they are running statistics of every score seen (Welford), which drift as the policy changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from textenv.rewards.protocol import Reward, RewardFn
+
+
+class CompositeReward:
+    """Weighted sum of named reward terms; see the module docstring.
+
+    Args:
+        terms: ``{name: reward}``; each reward follows the reward protocol (a path string loads a HF reward model).
+        weights: ``{name: weight}`` (default 1.0 for every term; a missing name gets 1.0).
+        normalize_then_sum: standardise each term before weighting.
+    """
+
+    def __init__(self, terms: Mapping[str, RewardFn], weights: Mapping[str, float] | None = None, normalize_then_sum: bool = False):
+        from textenv.rewards.protocol import as_reward
+
+        if not isinstance(terms, Mapping) or not terms:
+            raise ValueError(f"terms must be a non-empty mapping {{name: reward}}; got {terms!r}")
+        weights = dict(weights or {})
+        unknown = set(weights) - set(terms)
+        if unknown:
+            raise ValueError(f"weights name terms {sorted(unknown)} that are not in terms {sorted(terms)}")
+        self.names = [str(name) for name in terms]
+        for name in self.names:
+            if not name.isidentifier():
+                raise ValueError(f"term name {name!r} must be an identifier (it becomes info['reward_{name}'])")
+        self.terms = {name: as_reward(fn) if isinstance(fn, str) else Reward(fn, name=name) for name, fn in terms.items()}
+        self.weights = np.array([float(weights.get(name, 1.0)) for name in self.names])
+        if not np.all(np.isfinite(self.weights)):
+            raise ValueError(f"weights must be finite; got {dict(zip(self.names, self.weights.tolist()))}")
+        self.normalize_then_sum = bool(normalize_then_sum)
+        self.count = 0
+        self.mean = np.zeros(len(self.names))
+        self.m2 = np.zeros(len(self.names))
+        self.frozen = False
+        self.__name__ = "composite(" + ", ".join(self.names) + ")"
+
+    def raw(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        """Unweighted, unnormalised scores, shape ``(B, n_terms)`` in the order of :attr:`names`."""
+        return np.stack([self.terms[name](prompts, completions).total for name in self.names], axis=1)  # (B, K)
+
+    def vector(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        """The reward vector ``(B, n_terms)``: per-term scores, normalised if enabled, not weighted."""
+        scores = self.raw(prompts, completions)  # (B, K)
+        if not self.normalize_then_sum:
+            return scores
+        if not self.frozen:
+            self._update(scores)
+        return (scores - self.mean) / self.std
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, list[float]]:
+        weighted = self.vector(prompts, completions) * self.weights  # (B, K)
+        return {name: weighted[:, k].tolist() for k, name in enumerate(self.names)}
+
+    @property
+    def std(self) -> np.ndarray:
+        """Per-term standard deviation of the statistics (1 where fewer than 2 scores or no spread)."""
+        if self.count < 2:
+            return np.ones(len(self.names))
+        std = np.sqrt(self.m2 / (self.count - 1))
+        return np.where(std > 1e-8, std, 1.0)
+
+    def calibrate(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """Fix the normalisation statistics to those of these completions; returns ``{name: (mean, std)}``."""
+        if len(completions) < 2:
+            raise ValueError(f"calibrate needs at least 2 completions to measure a spread; got {len(completions)}")
+        self.count, self.mean, self.m2 = 0, np.zeros(len(self.names)), np.zeros(len(self.names))
+        self._update(self.raw(prompts, completions))
+        self.frozen = True
+        return {name: (float(m), float(s)) for name, m, s in zip(self.names, self.mean, self.std)}
+
+    def _update(self, scores: np.ndarray) -> None:
+        """Chan et al.'s parallel update of count, mean and sum of squared deviations with a batch (B, K)."""
+        n, batch_mean = scores.shape[0], scores.mean(axis=0)
+        batch_m2 = ((scores - batch_mean) ** 2).sum(axis=0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + batch_m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist(), "frozen": self.frozen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.frozen = int(state["count"]), bool(state["frozen"])
+        self.mean, self.m2 = np.array(state["mean"], dtype=float), np.array(state["m2"], dtype=float)

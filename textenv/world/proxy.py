@@ -1,0 +1,124 @@
+"""The built-in world's preference data and its learned **proxy** reward model.
+
+Built like the rest of the world, from a recipe and cached by hash, in ``<world>/proxy-<hash>/``:
+
+| file | what |
+|---|---|
+| ``preferences-train.jsonl`` | K=4 completions of the base LM for each of 4,000 grammar prompts, ranked by a noisy Bradley-Terry draw on gold sentiment |
+| ``preferences-eval.jsonl`` | the same for 500 prompts of the world's ``eval`` split (held out) |
+| ``labels.json`` | agreement of the labels with gold, share of gold ties, and the accuracy ceiling the label noise allows |
+| ``rm/`` | the reward model (``AutoModelForSequenceClassification``, normalisation in ``config.json``), ``metrics.json``, ``report.png``, ``log.csv`` |
+
+The proxy is the default reward of ``textenv/Sentiment-v0``; gold sentiment is reported beside it as
+``info["reward_gold"]``, so reward over-optimization (Gao et al. 2022) shows in every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from textenv.world.build import WorldRecipe, build
+from textenv.world.gold import gold_sentiment
+
+
+@dataclass(frozen=True)
+class ProxyRecipe:
+    """How the preference data and the proxy reward model are made. A changed field gives a new hash."""
+
+    seed: int = 0
+    """Seed of the preference prompts, the sampling, the labels and the reward model's training."""
+    n_prompts: int = 4000
+    """Training prompts, drawn from the grammar (seed ``seed + 100``), each with ``k`` sampled completions."""
+    n_eval_prompts: int = 500
+    """Held-out prompts, the first of the world's ``eval`` split."""
+    k: int = 4
+    """Completions per prompt, ranked K-wise (C(K, 2) pairs each)."""
+    label_temperature: float = 0.5
+    """Noise of the Bradley-Terry labels: P(a above b) = σ((gold_a − gold_b) / temperature)."""
+    max_new_tokens: int = 24
+    """Completion length cap, the env's default."""
+    epochs: int = 3
+    """Passes of reward-model training over the training records."""
+    batch_size: int = 32
+    """Records per optimizer step."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    center_coef: float = 0.01
+    """Reward-centering penalty."""
+    torch_threads: int = 2
+    """Fixed thread count (float sums, and so the weights, depend on it)."""
+
+    def digest(self, world: WorldRecipe) -> str:
+        """Hash of this recipe, the world's, and the source of every module the build runs."""
+        from textenv.rewards import hf
+        from textenv.rm import data, evaluate, train
+
+        h = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode() + world.digest.encode())
+        for module in (data, train, evaluate, hf):
+            h.update(Path(module.__file__).read_bytes())
+        h.update(Path(__file__).read_bytes())
+        return h.hexdigest()[:12]
+
+
+def proxy_dir(world: WorldRecipe = WorldRecipe(), recipe: ProxyRecipe = ProxyRecipe()) -> Path:
+    from textenv.world.build import world_dir
+
+    return world_dir(world) / f"proxy-{recipe.digest(world)}"
+
+
+def build_proxy(world: WorldRecipe = WorldRecipe(), recipe: ProxyRecipe = ProxyRecipe(), force: bool = False, progress: bool = True) -> Path:
+    """Build the preference data and the proxy reward model unless cached; returns their directory."""
+    world_path = build(world, progress=progress)
+    target = proxy_dir(world, recipe)
+    with FileLock(str(target) + ".lock"):
+        if (target / "rm" / "metrics.json").exists() and not force:
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+        try:
+            _build_into(tmp, world_path, world, recipe, progress)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _build_into(out: Path, world_path: Path, world: WorldRecipe, recipe: ProxyRecipe, progress: bool) -> None:
+    from textenv.rm import RewardModelConfig, generate_preferences, label_stats, train_reward_model, write_preferences
+    from textenv.task import load_prompts
+    from textenv.world import grammar
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.torch_threads)
+    try:
+        lm = world_path / "lm"
+        train_prompts = grammar.sample_prompts(recipe.n_prompts, seed=recipe.seed + 100)
+        eval_prompts = load_prompts(world_path / "prompts.jsonl", split="eval")[: recipe.n_eval_prompts]
+        sample = dict(gold=gold_sentiment, k=recipe.k, temperature=recipe.label_temperature,
+                      max_new_tokens=recipe.max_new_tokens, progress=progress)
+        train = generate_preferences(lm, train_prompts, seed=recipe.seed, **sample)
+        held_out = generate_preferences(lm, eval_prompts, seed=recipe.seed + 1, **sample)
+        write_preferences(out / "preferences-train.jsonl", train)
+        write_preferences(out / "preferences-eval.jsonl", held_out)
+        labels = {split: dataclasses.asdict(label_stats(records, recipe.label_temperature))
+                  for split, records in (("train", train), ("eval", held_out))}
+        (out / "labels.json").write_text(json.dumps({"label_temperature": recipe.label_temperature, **labels}, indent=2) + "\n")
+        config = RewardModelConfig(
+            train_file=str(out / "preferences-train.jsonl"), eval_file=str(out / "preferences-eval.jsonl"),
+            output_dir=str(out / "rm"), base_model=str(lm), epochs=recipe.epochs, batch_size=recipe.batch_size,
+            lr=recipe.lr, center_coef=recipe.center_coef, seed=recipe.seed, checkpoint_every=10**9,
+        )
+        train_reward_model(config, resume=False, progress=progress, gold=gold_sentiment)
+    finally:
+        torch.set_num_threads(threads)
