@@ -71,8 +71,8 @@ def test_episode_ends_terminated_on_eos_truncated_at_cap_never_both():
     assert flags == [(False, False)] * 4 + [(False, True)]
     assert obs["attention_mask"].sum() == prompt_len + 5
     assert info["completion"].startswith(" really delicious")
-    assert reward == pytest.approx(world.gold_sentiment(["the pasta was"], [info["completion"]])[0])
-    assert reward == info["reward_score"] == info["score"]
+    assert info["reward_gold"] == world.gold_sentiment(["the pasta was"], [info["completion"]])[0] == 1.0
+    assert reward == info["reward_score"] == info["score"] > 0  # the proxy RM agrees here
 
 
 def test_stop_string_terminates():

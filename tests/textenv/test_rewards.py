@@ -58,14 +58,30 @@ def test_reward_objects_and_callables_are_validated():
         as_reward(lambda p, c: [0.0])(["a", "b"], ["x", "y"])
 
 
-def test_gold_sentiment_is_the_default_reward():
+def _finish(env, text):
+    tok = env.unwrapped.task.tokenizer
+    for t in tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]:
+        _, reward, terminated, truncated, info = env.step(t)
+        if terminated or truncated:
+            return reward, info
+    raise AssertionError("episode did not end")
+
+
+def test_proxy_rm_is_the_default_reward_and_gold_is_reported_not_added():
     from textenv import world
 
     env = gym.make("textenv/Sentiment-v0", max_new_tokens=3)
     env.reset(seed=0, options={"prompt": "the pasta was"})
-    tok = env.unwrapped.task.tokenizer
-    for t in tok(" awful .", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]:
-        _, reward, terminated, truncated, info = env.step(t)
-        if terminated or truncated:
-            break
-    assert reward == world.gold_sentiment(["the pasta was"], [" awful ."])[0] < 0
+    reward, info = _finish(env, " awful .")
+    proxy = HFRewardModel(world.proxy_rm_path())
+    assert proxy.normalized and reward == pytest.approx(proxy(["the pasta was"], [" awful ."])[0], abs=1e-6)
+    assert reward < -0.5 and info["reward_gold"] == world.gold_sentiment(["the pasta was"], [" awful ."])[0] == -1.0
+
+    zero = gym.make("textenv/Sentiment-v0", max_new_tokens=3, reward_model=lambda p, c: [0.0] * len(p))
+    zero.reset(seed=0, options={"prompt": "the pasta was"})
+    reward, info = _finish(zero, " great .")
+    assert reward == 0.0 and info["reward_gold"] == 1.0  # reported beside the reward, never added to it
+
+    no_gold = gym.make("textenv/Sentiment-v0", max_new_tokens=3, gold_reward=None)
+    no_gold.reset(seed=0, options={"prompt": "the pasta was"})
+    assert "reward_gold" not in _finish(no_gold, " great .")[1]

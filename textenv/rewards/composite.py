@@ -4,10 +4,10 @@
 >>> from textenv.rewards.rules import LengthTarget
 >>> reward = CompositeReward(
 ...     {"positivity": gold_sentiment, "fluency": gold_fluency, "brevity": LengthTarget(8)},
-...     weights={"positivity": 1.0, "fluency": 0.5, "brevity": 0.2},
+...     weights={"positivity": 1.0, "fluency": 0.5, "brevity": 0.25},
 ... )
 >>> reward(["the room was"], [" clean ."])                   # weighted terms; the env sums them
-{'positivity': [1.0], 'fluency': [0.5], 'brevity': [-0.15]}
+{'positivity': [1.0], 'fluency': [0.5], 'brevity': [-0.1875]}
 >>> reward.vector(["the room was"], [" clean ."]).tolist()  # unweighted, one column per term
 [[1.0, 1.0, -0.75]]
 

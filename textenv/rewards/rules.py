@@ -114,7 +114,7 @@ class LengthTarget:
     """``-|length - target| / target``: 0 at the target length, -1 at twice (or zero times) the target.
 
     >>> LengthTarget(4)(["p"] * 3, [" a b c d", " a b", " a b c d e f g h"])
-    [-0.0, -0.5, -1.0]
+    [0.0, -0.5, -1.0]
     """
 
     target: int
@@ -128,7 +128,7 @@ class LengthTarget:
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         _check_pairs(prompts, completions)
-        return [-abs(n - self.target) / self.target for n in _lengths(completions, self.unit, self.tokenizer)]
+        return [0.0 - abs(n - self.target) / self.target for n in _lengths(completions, self.unit, self.tokenizer)]
 
 
 def _normalize_answer(text: str) -> str:
