@@ -69,7 +69,7 @@ class CompositeReward:
     def vector(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """The reward vector ``(B, n_terms)``: per-term scores, normalised if enabled, not weighted."""
         scores = self.raw(prompts, completions)  # (B, K)
-        if not self.normalize_then_sum:
+        if not self.normalize_then_sum or scores.shape[0] == 0:
             return scores
         if not self.frozen:
             self._update(scores)

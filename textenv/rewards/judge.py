@@ -31,9 +31,12 @@ RUBRIC_TEMPLATE = (
 )
 """Generic pointwise rubric for instruction-following judges; options ``{" Yes": 1, " No": -1}``."""
 
-REVIEW_CONTINUATION = "{prompt}{completion} all in all , it was"
-"""Rubric phrased as a continuation, for an LM that only knows reviews (the built-in one); options
-``{" great": 1, " awful": -1}``: what the review says so far predicts how it would sum itself up."""
+REVIEW_CONTINUATION = "{prompt}{completion} i would"
+"""Rubric phrased as a continuation, for an LM that only knows reviews (the built-in one): whether the review
+would go on ``" highly"`` (recommend) or ``" not"`` (recommend); use with :data:`REVIEW_OPTIONS`."""
+
+REVIEW_OPTIONS = {" highly": 1.0, " not": -1.0}
+"""Options of :data:`REVIEW_CONTINUATION` (both continuations occur hundreds of times in the built-in corpus)."""
 
 PAIRWISE_TEMPLATE = (
     "Which response continues the prompt better: more positive, fluent and on topic?\n\n"
@@ -123,6 +126,8 @@ class PointwiseJudge:
         self.__name__ = f"PointwiseJudge({self.lm.name})"
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts and {len(completions)} completions; they must pair up")
         contexts = [self.template.format(prompt=p, completion=c) for p, c in zip(prompts, completions)]
         return (self.lm.option_probs(contexts, list(self.options)) @ self.values).tolist()
 
@@ -142,7 +147,7 @@ class PairwiseJudge:
                  reference: Mapping[str, str] | Callable[[list[str]], list[str]] | None = None, tokenizer=None,
                  device: str | torch.device = "cpu", batch_size: int = 32):
         _check_template(template, ("prompt", "a", "b"))
-        if len(options) != 2 or options[0] == options[1]:
+        if isinstance(options, str) or len(options) != 2 or options[0] == options[1]:
             raise ValueError(f"options={options!r} must be two different answers (first, second)")
         self.template, self.options, self.reference = template, tuple(options), reference
         self.lm = _JudgeLM(model, tokenizer, device, batch_size)

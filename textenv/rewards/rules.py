@@ -122,7 +122,7 @@ class LengthTarget:
     tokenizer: object = None
 
     def __post_init__(self):
-        if not isinstance(self.target, int) or self.target < 1:
+        if not isinstance(self.target, int) or isinstance(self.target, bool) or self.target < 1:
             raise ValueError(f"target={self.target!r} must be an integer >= 1")
         _check_unit(self.unit, self.tokenizer)
 
@@ -152,7 +152,10 @@ class ExactMatch:
     extract: str | None = None
 
     def __post_init__(self):
-        self._extract = re.compile(self.extract) if self.extract else None
+        try:
+            self._extract = re.compile(self.extract) if self.extract else None
+        except re.error as error:
+            raise ValueError(f"extract={self.extract!r} is not a valid regular expression: {error}") from error
         if self._extract is not None and self._extract.groups < 1:
             raise ValueError(f"extract={self.extract!r} needs one capturing group, the answer")
 
