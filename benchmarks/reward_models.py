@@ -28,7 +28,7 @@ import torch
 from textenv import world
 from textenv.rewards import HFRewardModel, PairwiseJudge, PointwiseJudge
 from textenv.rewards.judge import PAIRWISE_TEMPLATE, REVIEW_CONTINUATION, REVIEW_OPTIONS, RUBRIC_TEMPLATE
-from textenv.rm import RewardModelConfig, evaluate_reward_model, load_preferences, train_reward_model
+from textenv.rm import RewardModelConfig, load_preferences, train_reward_model
 
 
 def gold_agreement(records, score) -> tuple[float, int]:
@@ -104,8 +104,8 @@ def main() -> None:
         agree = float(np.mean(np.where(p_ab == 0.5, 0.5, (p_ab > 0.5) == (np.array(gold_diff) > 0))))
         one_order = float(np.mean((first_ab > 0.5) == (np.array(gold_diff) > 0)))
         position_bias = float(np.mean(np.concatenate([first_ab, first_ba])))
-        rows.append((f"pairwise judge, both orders averaged (one order only: {one_order:.3f}; mean P(first) {position_bias:.2f})",
-                     agree, time.perf_counter() - t, f"{position_bias:.2f}"))
+        name = f"pairwise judge, both orders averaged (one order only: {one_order:.3f}; mean P(first) {position_bias:.2f})"
+        rows.append((name, agree, time.perf_counter() - t, f"{position_bias:.2f}"))
 
     ceiling = labels["eval"]["bayes_accuracy"]
     lines = [

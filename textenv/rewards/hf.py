@@ -60,7 +60,7 @@ class HFRewardModel:
 
     @classmethod
     def from_loaded(cls, model, tokenizer, name: str = "in-memory reward model", device="cpu", batch_size: int = 64,
-                    max_length: int | None = None, normalize: bool | None = None) -> "HFRewardModel":
+                    max_length: int | None = None, normalize: bool | None = None) -> HFRewardModel:
         """Wrap a model and tokenizer already in memory (e.g. one being trained)."""
         self = cls.__new__(cls)
         self._setup(model, tokenizer, name, device, batch_size, max_length, normalize)

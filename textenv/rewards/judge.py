@@ -68,8 +68,8 @@ class _JudgeLM:
 
     def logprobs(self, contexts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
         """``log p(continuation_i | context_i)`` summed over the continuation's tokens, shape (N,)."""
-        encode = lambda texts: self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]  # noqa: E731
-        ctx_ids, cont_ids = encode(contexts), encode(continuations)
+        ctx_ids = self.tokenizer(list(contexts), add_special_tokens=False)["input_ids"]
+        cont_ids = self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
         rows = []
         for c, a in zip(ctx_ids, cont_ids):
             if not a:

@@ -48,8 +48,8 @@ class Reward:
             raw = self.fn(list(prompts), list(completions))
         except Exception as error:
             raise RuntimeError(
-                f"reward {self.name!r} raised {type(error).__name__}: {error} (scoring {n} completions; "
-                f"first prompt {prompts[0]!r}, completion {completions[0]!r})"
+                f"reward {self.name!r} raised {type(error).__name__}: {error} (scoring {n} completions"
+                + (f"; first prompt {prompts[0]!r}, completion {completions[0]!r})" if n else ")")
             ) from error
         if isinstance(raw, Mapping):
             if not raw:

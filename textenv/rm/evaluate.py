@@ -31,8 +31,12 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rank = lambda v: np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)  # noqa: E731
-    return _pearson(rank(x), rank(y))
+    """Rank correlation (ties ranked in order of appearance)."""
+    return _pearson(_ranks(x), _ranks(y))
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)
 
 
 def calibration_bins(logits: np.ndarray, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
