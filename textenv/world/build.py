@@ -15,18 +15,16 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from tqdm.auto import tqdm
 
 from textenv.world import grammar
+from textenv.world.cache import build_once, torch_threads
 
 EOS, PAD = "<|endoftext|>", "<pad>"
 
@@ -97,20 +95,7 @@ def build(recipe: WorldRecipe = WorldRecipe(), force: bool = False, progress: bo
     Layout: ``lm/`` (tokenizer + GPT-2 LM, loadable with ``from_pretrained``), ``prompts.jsonl``,
     ``corpus.txt`` and ``manifest.json`` (recipe, sizes, timings, sample fluency).
     """
-    target = world_dir(recipe)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "manifest.json").exists() and not force:
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-        try:
-            _build_into(tmp, recipe, progress)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(world_dir(recipe), "manifest.json", lambda tmp: _build_into(tmp, recipe, progress), force)
 
 
 def _build_into(out: Path, recipe: WorldRecipe, progress: bool) -> None:
@@ -125,12 +110,8 @@ def _build_into(out: Path, recipe: WorldRecipe, progress: bool) -> None:
 
     tokenizer = train_tokenizer(corpus, recipe.vocab_size)
     tokenizer_seconds = time.perf_counter() - started
-    threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.torch_threads)
-    try:
+    with torch_threads(recipe.torch_threads):
         model, losses = train_lm(corpus, tokenizer, recipe, progress)
-    finally:
-        torch.set_num_threads(threads)
     lm_dir = out / "lm"
     model.save_pretrained(lm_dir)
     tokenizer.save_pretrained(lm_dir)

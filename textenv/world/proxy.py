@@ -18,16 +18,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from filelock import FileLock
-
 from textenv.world.build import WorldRecipe, build
+from textenv.world.cache import build_once, torch_threads
 from textenv.world.gold import gold_sentiment
 
 
@@ -79,34 +74,20 @@ def proxy_dir(world: WorldRecipe = WorldRecipe(), recipe: ProxyRecipe = ProxyRec
 def build_proxy(world: WorldRecipe = WorldRecipe(), recipe: ProxyRecipe = ProxyRecipe(), force: bool = False, progress: bool = True) -> Path:
     """Build the preference data and the proxy reward model unless cached; returns their directory."""
     world_path = build(world, progress=progress)
-    target = proxy_dir(world, recipe)
-    with FileLock(str(target) + ".lock"):
-        if (target / "rm" / "metrics.json").exists() and not force:
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-        try:
-            _build_into(tmp, world_path, world, recipe, progress)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(proxy_dir(world, recipe), "rm/metrics.json", lambda tmp: _build_into(tmp, world_path, recipe, progress), force)
 
 
-def _build_into(out: Path, world_path: Path, world: WorldRecipe, recipe: ProxyRecipe, progress: bool) -> None:
+def _build_into(out: Path, world_path: Path, recipe: ProxyRecipe, progress: bool) -> None:
     from textenv.rm import RewardModelConfig, generate_preferences, label_stats, train_reward_model, write_preferences
     from textenv.task import load_prompts
     from textenv.world import grammar
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.torch_threads)
-    try:
+    with torch_threads(recipe.torch_threads):
         lm = world_path / "lm"
         train_prompts = grammar.sample_prompts(recipe.n_prompts, seed=recipe.seed + 100)
         eval_prompts = load_prompts(world_path / "prompts.jsonl", split="eval")[: recipe.n_eval_prompts]
-        sample = dict(gold=gold_sentiment, k=recipe.k, temperature=recipe.label_temperature,
-                      max_new_tokens=recipe.max_new_tokens, progress=progress)
+        sample = {"gold": gold_sentiment, "k": recipe.k, "temperature": recipe.label_temperature,
+                  "max_new_tokens": recipe.max_new_tokens, "progress": progress}
         train = generate_preferences(lm, train_prompts, seed=recipe.seed, **sample)
         held_out = generate_preferences(lm, eval_prompts, seed=recipe.seed + 1, **sample)
         write_preferences(out / "preferences-train.jsonl", train)
@@ -120,5 +101,3 @@ def _build_into(out: Path, world_path: Path, world: WorldRecipe, recipe: ProxyRe
             lr=recipe.lr, center_coef=recipe.center_coef, seed=recipe.seed, checkpoint_every=10**9,
         )
         train_reward_model(config, resume=False, progress=progress, gold=gold_sentiment)
-    finally:
-        torch.set_num_threads(threads)
