@@ -103,7 +103,7 @@ def _eval_rm(args) -> None:
 
     torch.set_num_threads(args.threads)
     rm = HFRewardModel(args.model, normalize=False)
-    metrics = evaluate_reward_model(rm.score_texts, load_preferences(args.data), rm.tokenizer, gold=_gold(args.gold))
+    metrics = evaluate_reward_model(rm, load_preferences(args.data), rm.tokenizer, gold=_gold(args.gold))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(public_metrics(metrics), indent=2) + "\n")

@@ -28,26 +28,7 @@ import torch
 from textenv import world
 from textenv.rewards import HFRewardModel, PairwiseJudge, PointwiseJudge
 from textenv.rewards.judge import PAIRWISE_TEMPLATE, REVIEW_CONTINUATION, REVIEW_OPTIONS, RUBRIC_TEMPLATE
-from textenv.rm import RewardModelConfig, load_preferences, train_reward_model
-
-
-def gold_agreement(records, score) -> tuple[float, int]:
-    """Share of pairs with different gold that ``score[(prompt, completion)]`` orders as gold does (ties ½)."""
-    ok, n = 0.0, 0
-    for r in records:
-        for w, l in r.pairs:
-            gw, gl = r.gold[w], r.gold[l]
-            if gw == gl:
-                continue
-            sw, sl = score[(r.prompt, r.completions[w])], score[(r.prompt, r.completions[l])]
-            ok += 0.5 if sw == sl else float((sw > sl) == (gw > gl))
-            n += 1
-    return ok / n, n
-
-
-def pointwise_scores(reward, records) -> dict:
-    keys = list(dict.fromkeys((r.prompt, c) for r in records for c in r.completions))
-    return dict(zip(keys, reward([p for p, _ in keys], [c for _, c in keys])))
+from textenv.rm import evaluate_reward_model, load_preferences, train_reward_model
 
 
 def main() -> None:
@@ -64,11 +45,7 @@ def main() -> None:
     lm = world.lm_path()
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = RewardModelConfig(
-            train_file=str(proxy_dir / "preferences-train.jsonl"), eval_file=str(proxy_dir / "preferences-eval.jsonl"),
-            output_dir=tmp, base_model=str(lm), epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-            center_coef=recipe.center_coef, seed=recipe.seed, checkpoint_every=10**9, threads=args.threads,
-        )
+        config = recipe.rm_config(proxy_dir, lm, output_dir=tmp, threads=args.threads)
         started = time.perf_counter()
         train_reward_model(config, resume=False, gold=world.gold_sentiment)
         wall = time.perf_counter() - started
@@ -78,15 +55,13 @@ def main() -> None:
         held_out = load_preferences(proxy_dir / "preferences-eval.jsonl")
         subset = held_out[: args.judge_records]
         rows = []
-        t = time.perf_counter()
-        proxy_agree, n_pairs = gold_agreement(subset, pointwise_scores(rm, subset))
-        rows.append(("proxy reward model (this run)", proxy_agree, time.perf_counter() - t, "—"))
-        for name, judge in (
+        for name, scorer in (
+            ("proxy reward model (this run)", rm),
             ("pointwise judge, review continuation `… i would` → ` highly` / ` not`", PointwiseJudge(lm, REVIEW_CONTINUATION, REVIEW_OPTIONS)),
             ("pointwise judge, English rubric → ` Yes` / ` No`", PointwiseJudge(lm, RUBRIC_TEMPLATE)),
         ):
             t = time.perf_counter()
-            agree, _ = gold_agreement(subset, pointwise_scores(judge, subset))
+            agree = evaluate_reward_model(scorer, subset, rm.tokenizer)["gold_accuracy"]  # gold from the records
             rows.append((name, agree, time.perf_counter() - t, "—"))
         pairwise = PairwiseJudge(lm, PAIRWISE_TEMPLATE)
         t = time.perf_counter()
@@ -132,7 +107,7 @@ def main() -> None:
         f"| accuracy where chosen is longer / shorter by 2+ tokens | {metrics['longer_chosen_accuracy']:.3f} / {metrics['shorter_chosen_accuracy']:.3f} |",
         f"| training time | {metrics['train_seconds']:.0f} s ({metrics['steps']} steps, batch {recipe.batch_size} prompts; {wall:.0f} s with evaluation and saving) |",
         "",
-        f"## Judges against gold (same {n_pairs} held-out pairs with different gold, {len(subset)} prompts)",
+        f"## Judges against gold (same {len(gold_diff)} held-out pairs with different gold, {len(subset)} prompts)",
         "",
         "| scorer | agreement with gold | seconds |",
         "|---|---|---|",

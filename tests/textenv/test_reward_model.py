@@ -126,7 +126,7 @@ def test_saved_model_loads_by_path_with_identical_scores_and_stored_normalisatio
     metrics = json.loads((out / "metrics.json").read_text())
     raw = HFRewardModel(out, normalize=False)
     held_out = load_preferences(small_data[1])
-    again = evaluate_reward_model(raw.score_texts, held_out, raw.tokenizer)
+    again = evaluate_reward_model(raw, held_out, raw.tokenizer)
     assert again["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-4)  # metrics were computed before saving
     assert again["score_mean"] == pytest.approx(metrics["score_mean"], abs=1e-4)
 
@@ -171,7 +171,7 @@ def test_builtin_proxy_is_accurate_on_held_out_pairs():
 
     rm = HFRewardModel(world.proxy_rm_path(progress=False), normalize=False)
     held_out = load_preferences(world.preferences_path("eval", progress=False))
-    metrics = evaluate_reward_model(rm.score_texts, held_out, rm.tokenizer, gold=world.gold_sentiment)
+    metrics = evaluate_reward_model(rm, held_out, rm.tokenizer, gold=world.gold_sentiment)
     ceiling = json.loads((world.build_proxy(progress=False) / "labels.json").read_text())["eval"]["bayes_accuracy"]
     assert 0.74 < ceiling < 0.80
     assert metrics["pairs"] > 2500

@@ -3,7 +3,7 @@
 | metric | meaning |
 |---|---|
 | ``accuracy`` | share of held-out pairs scored ``r(chosen) > r(rejected)`` (ties count ½) |
-| ``gold_accuracy`` | share of pairs with different gold scores that the model orders as gold does |
+| ``gold_accuracy`` | share of pairs with different gold scores that the model orders as gold does (ties ½) |
 | ``gold_pearson`` / ``gold_spearman`` | correlation of score and gold over the distinct completions |
 | ``ece`` | expected calibration error of ``P(a ≻ b) = σ(r_a − r_b)`` against the labels (both orders, 10 bins) |
 | ``length_pearson`` | correlation of score with completion length in tokens (``gold_length_pearson``: the same for gold) |
@@ -60,7 +60,7 @@ def calibration_bins(logits: np.ndarray, n_bins: int = 10) -> tuple[np.ndarray, 
 
 
 def evaluate_reward_model(
-    score_texts: Callable[[list[str]], Sequence[float]],
+    reward: Callable[[list[str], list[str]], Sequence[float]],
     records: Sequence[PreferenceRecord],
     tokenizer,
     gold: Callable[[list[str], list[str]], Sequence[float]] | None = None,
@@ -68,7 +68,8 @@ def evaluate_reward_model(
     """Metrics (see the module table) and the arrays behind the plots (under ``"arrays"``).
 
     Args:
-        score_texts: raw scores of whole texts ``prompt + completion`` (e.g. ``HFRewardModel.score_texts``).
+        reward: anything on the reward protocol, ``(prompts, completions) -> scores``: a reward model (pass
+            ``HFRewardModel(path, normalize=False)`` so the statistics are of raw scores), a judge, a rule.
         records: held-out preference records.
         tokenizer: counts completion lengths in tokens.
         gold: a gold reward ``(prompts, completions) -> scores``; default: the records' ``gold`` fields if any.
@@ -77,7 +78,7 @@ def evaluate_reward_model(
         raise ValueError("evaluate_reward_model needs at least one preference record")
     keys = list(dict.fromkeys((r.prompt, c) for r in records for c in r.completions))  # distinct (prompt, completion)
     index = {key: i for i, key in enumerate(keys)}
-    scores = np.asarray(score_texts([p + c for p, c in keys]), dtype=float)  # (N,)
+    scores = np.asarray(reward([p for p, _ in keys], [c for _, c in keys]), dtype=float)  # (N,)
     lengths = np.array([len(ids) for ids in tokenizer([c for _, c in keys], add_special_tokens=False)["input_ids"]])
     if gold is not None:
         gold_scores = np.asarray(gold([p for p, _ in keys], [c for _, c in keys]), dtype=float)
@@ -99,6 +100,11 @@ def evaluate_reward_model(
     def acc(mask: np.ndarray) -> float:
         return float(correct[mask].mean()) if mask.any() else float("nan")
 
+    def acc_against(truth: np.ndarray, mask: np.ndarray) -> float:
+        """Share of pairs ordered as ``truth`` orders them (score ties count ½)."""
+        agree = np.where(diff == 0, 0.5, (diff > 0) == (truth > 0))
+        return float(agree[mask].mean()) if mask.any() else float("nan")
+
     metrics = {
         "pairs": int(diff.size),
         "completions": len(keys),
@@ -116,7 +122,7 @@ def evaluate_reward_model(
         gdiff = gold_scores[chosen] - gold_scores[rejected]
         distinct = ~np.isclose(gdiff, 0.0)
         metrics.update(
-            gold_accuracy=float(((diff > 0) == (gdiff > 0))[distinct & (diff != 0)].mean()) if distinct.any() else float("nan"),
+            gold_accuracy=acc_against(gdiff, distinct),
             gold_pearson=_pearson(scores, gold_scores),
             gold_spearman=_spearman(scores, gold_scores),
             gold_length_pearson=_pearson(gold_scores, lengths.astype(float)),

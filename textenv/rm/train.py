@@ -238,7 +238,6 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
     from tqdm.auto import tqdm
 
     from textenv.lm import context_length
-    from textenv.rewards.hf import NORMALIZATION_KEY
 
     out = Path(config.output_dir)
     if resume and (out / "metrics.json").exists() and not (out / CHECKPOINT).exists():
@@ -292,7 +291,7 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
             torch.set_rng_state(state["torch_rng"])
             step, log = state["step"], state["log"]
         out.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter() - sum(row["seconds"] for row in log[-1:])
+        started = time.perf_counter() - (log[-1]["seconds"] if log else 0.0)
         model.train()
         bar = tqdm(total=total, initial=step, desc="training reward model", unit="step", disable=not progress, mininterval=1.0)
         while step < total:
@@ -318,21 +317,21 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
         bar.close()
         train_seconds = log[-1]["seconds"] if log else 0.0
         model.eval()
-        _finish(out, model, tokenizer, config, records, eval_records, log, train_seconds, max_length, gold, NORMALIZATION_KEY)
+        _finish(out, model, tokenizer, config, records, eval_records, log, train_seconds, max_length, gold)
     finally:
         torch.set_num_threads(threads)
     return out
 
 
-def _finish(out, model, tokenizer, config, records, eval_records, log, train_seconds, max_length, gold, key) -> None:
+def _finish(out, model, tokenizer, config, records, eval_records, log, train_seconds, max_length, gold) -> None:
     """Evaluate, store normalisation statistics in the config, save the final model, the log and the report."""
-    from textenv.rewards.hf import HFRewardModel
+    from textenv.rewards.hf import NORMALIZATION_KEY, HFRewardModel
     from textenv.rm.evaluate import evaluate_reward_model, plot_report, public_metrics
 
     scorer = HFRewardModel.from_loaded(model, tokenizer, str(out), max_length=max_length, normalize=False)
     held_out = eval_records if eval_records is not None else records
-    metrics = evaluate_reward_model(scorer.score_texts, held_out, tokenizer, gold=gold)
-    model.config.update({key: {
+    metrics = evaluate_reward_model(scorer, held_out, tokenizer, gold=gold)
+    model.config.update({NORMALIZATION_KEY: {
         "mean": metrics["score_mean"], "std": max(metrics["score_std"], 1e-6), "count": metrics["completions"],
         "data": "held-out preference completions" if eval_records is not None else "training completions",
     }})

@@ -53,6 +53,18 @@ class ProxyRecipe:
     torch_threads: int = 2
     """Fixed thread count (float sums, and so the weights, depend on it)."""
 
+    def rm_config(self, folder: str | Path, base_model: str | Path, **overrides):
+        """The :class:`~textenv.rm.RewardModelConfig` of the proxy, reading the preference files in ``folder``."""
+        from textenv.rm import RewardModelConfig
+
+        folder = Path(folder)
+        fields = dict(
+            train_file=str(folder / "preferences-train.jsonl"), eval_file=str(folder / "preferences-eval.jsonl"),
+            output_dir=str(folder / "rm"), base_model=str(base_model), epochs=self.epochs, batch_size=self.batch_size,
+            lr=self.lr, center_coef=self.center_coef, seed=self.seed, checkpoint_every=10**9,
+        )
+        return RewardModelConfig(**{**fields, **overrides})
+
     def digest(self, world: WorldRecipe) -> str:
         """Hash of this recipe, the world's, and the source of every module the build runs."""
         from textenv.rewards import hf
@@ -78,7 +90,7 @@ def build_proxy(world: WorldRecipe = WorldRecipe(), recipe: ProxyRecipe = ProxyR
 
 
 def _build_into(out: Path, world_path: Path, recipe: ProxyRecipe, progress: bool) -> None:
-    from textenv.rm import RewardModelConfig, generate_preferences, label_stats, train_reward_model, write_preferences
+    from textenv.rm import generate_preferences, label_stats, train_reward_model, write_preferences
     from textenv.task import load_prompts
     from textenv.world import grammar
 
@@ -95,9 +107,4 @@ def _build_into(out: Path, world_path: Path, recipe: ProxyRecipe, progress: bool
         labels = {split: dataclasses.asdict(label_stats(records, recipe.label_temperature))
                   for split, records in (("train", train), ("eval", held_out))}
         (out / "labels.json").write_text(json.dumps({"label_temperature": recipe.label_temperature, **labels}, indent=2) + "\n")
-        config = RewardModelConfig(
-            train_file=str(out / "preferences-train.jsonl"), eval_file=str(out / "preferences-eval.jsonl"),
-            output_dir=str(out / "rm"), base_model=str(lm), epochs=recipe.epochs, batch_size=recipe.batch_size,
-            lr=recipe.lr, center_coef=recipe.center_coef, seed=recipe.seed, checkpoint_every=10**9,
-        )
-        train_reward_model(config, resume=False, progress=progress, gold=gold_sentiment)
+        train_reward_model(recipe.rm_config(out, lm), resume=False, progress=progress, gold=gold_sentiment)
