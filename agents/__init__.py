@@ -1,5 +1,48 @@
-"""Agents that train on textenv and robotics envs. This release: the LM sampler, the rollout benchmark, the CLI."""
+"""Agents that train on textenv (and later robotics) envs: policies, rollouts, advantages, losses, algorithms.
 
+| algorithm | config | train with |
+|---|---|---|
+| PPO (LM, adaptive KL, ptx, value warm-up) | :class:`PPOConfig` | :func:`train_ppo` |
+| REINFORCE / RLOO / GRPO | :class:`PGConfig` (``estimator=``) | :func:`train_pg` |
+"""
+
+from agents.advantages import discounted_returns, gae, group_advantages, whiten
+from agents.lm_policy import LMPolicy
+from agents.losses import dpo_loss, masked_mean, ppo_loss
+from agents.onpolicy import OnPolicyConfig, TrainResult
+from agents.pg import PGConfig, train_pg
+from agents.policy import Act, Evaluation, MLPCategoricalPolicy, Policy
+from agents.ppo import PPOConfig, train_ppo
+from agents.rollout import EpisodeBatch, StepBatch, collect_steps, run_episodes, start_rollout
 from agents.sampler import Episodes, LMSampler, collect_episodes
+from agents.update import TrainingDiverged
 
-__all__ = ["Episodes", "LMSampler", "collect_episodes"]
+__all__ = [
+    "Act",
+    "EpisodeBatch",
+    "Episodes",
+    "Evaluation",
+    "LMPolicy",
+    "LMSampler",
+    "MLPCategoricalPolicy",
+    "OnPolicyConfig",
+    "PGConfig",
+    "PPOConfig",
+    "Policy",
+    "StepBatch",
+    "TrainResult",
+    "TrainingDiverged",
+    "collect_episodes",
+    "collect_steps",
+    "discounted_returns",
+    "dpo_loss",
+    "gae",
+    "group_advantages",
+    "masked_mean",
+    "ppo_loss",
+    "run_episodes",
+    "start_rollout",
+    "train_pg",
+    "train_ppo",
+    "whiten",
+]

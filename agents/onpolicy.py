@@ -1,0 +1,312 @@
+"""The on-policy training loop that PPO and REINFORCE/RLOO/GRPO share, on text envs and on small discrete envs.
+
+One iteration: draw ``prompts_per_iter`` prompts (seeded by iteration), repeat each ``group_size`` times,
+play one completion per env with :func:`agents.rollout.run_episodes` (the policy's KV cache while acting,
+the env's KL shaping against the frozen reference fed with the log-probs the policy sampled from), score the
+old policy in one teacher-forced pass, estimate advantages (GAE for PPO, the group baseline for the others),
+and run :func:`agents.update.ppo_update`. Metrics per iteration (proxy reward, gold reward, KL, β, losses,
+wall time) go to ``metrics.csv`` and TensorBoard; checkpoints are atomic and a run resumes where it stopped
+with the same numbers as an uninterrupted one (tested).
+
+An env id with a ``vector_entry_point`` (``textenv/Sentiment-v0``) is a text env and gets an
+:class:`agents.lm_policy.LMPolicy`; any other env id with a ``Box`` observation and ``Discrete`` actions
+(``textenv/Bandit-v0``) gets an :class:`agents.policy.MLPCategoricalPolicy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.lm_policy import LMPolicy
+from agents.policy import MLPCategoricalPolicy
+from agents.rollout import EpisodeBatch, run_episodes
+from agents.run import Run, check_range
+from agents.update import TrainingDiverged, UpdateSettings, ppo_update
+
+
+@dataclass
+class OnPolicyConfig:
+    """What every on-policy text agent is configured with (PPO and the group estimators add their own)."""
+
+    env_id: str = "textenv/Sentiment-v0"
+    """A registered Gymnasium id: a text env (batched through its vector entry point) or a small discrete env."""
+    model: str | None = None
+    """Name or path of the initial policy (and the env's tokenizer and KL reference); None: the env's default."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``gymnasium.make_vec`` (e.g. ``reward_model``, ``prompts``)."""
+    iterations: int = 60
+    """Rollout + update iterations."""
+    prompts_per_iter: int = 32
+    """Distinct prompts per iteration."""
+    group_size: int = 1
+    """Completions per prompt (K); the batch is ``prompts_per_iter · group_size`` episodes."""
+    max_new_tokens: int = 24
+    """Token cap of a completion."""
+    temperature: float = 1.0
+    """Sampling temperature while acting (log-probs are taken at the same temperature)."""
+    lr: float = 1e-4
+    """AdamW learning rate (constant)."""
+    epochs: int = 4
+    """Passes over each batch."""
+    minibatch_rows: int = 16
+    """Episodes (text) or steps (MLP) per minibatch; 0 = the whole batch."""
+    clip: float = 0.2
+    """PPO ratio clip ε."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm."""
+    kl_coef: float = 0.05
+    """β of the env's per-token KL shaping (0: none, and no reference model is loaded)."""
+    kl_target: float | None = None
+    """Adaptive β: target summed KL per completion (nats); None keeps β fixed."""
+    kl_horizon: int = 10_000
+    """Adaptive β horizon (episodes)."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimator of the env's shaping: k1, k2, k3 or full."""
+    max_episode_kl: float = 50.0
+    """KL blow-up guard: a batch whose mean summed KL exceeds this is not trained on (reported, counted)."""
+    max_skipped: int = 5
+    """Stop the run (``TrainingDiverged``) after this many skipped updates (NaN/inf loss or KL blow-up)."""
+    seed: int = 0
+    """Seeds the policy's extra parameters, prompt draws, sampling and minibatch order."""
+    threads: int = 1
+    """torch threads (1 is fastest when anything else runs on a 2-core machine)."""
+    checkpoint_every: int = 10
+    """Iterations between checkpoints (and one at the end)."""
+
+    def __post_init__(self):
+        for name in ("iterations", "prompts_per_iter", "group_size", "max_new_tokens", "epochs", "kl_horizon",
+                     "threads", "checkpoint_every"):
+            check_range(name, getattr(self, name), 1, integer=True)
+        check_range("minibatch_rows", self.minibatch_rows, 0, integer=True)
+        check_range("max_skipped", self.max_skipped, 0, integer=True)
+        for name in ("lr", "temperature", "clip", "max_grad_norm", "max_episode_kl"):
+            check_range(name, getattr(self, name), 0, low_open=True)
+        check_range("ent_coef", self.ent_coef, 0)
+        check_range("kl_coef", self.kl_coef, 0)
+        if self.kl_target is not None:
+            check_range("kl_target", self.kl_target, 0, low_open=True)
+            if not self.kl_coef > 0:
+                raise ValueError("kl_target (adaptive β) needs an initial kl_coef > 0")
+        if self.kl_estimator not in ("k1", "k2", "k3", "full"):
+            raise ValueError(f"kl_estimator={self.kl_estimator!r}; expected one of k1, k2, k3, full")
+        if self.env_id not in gym.registry:
+            import textenv  # noqa: F401  (registers the textenv ids)
+        if self.env_id not in gym.registry:
+            known = sorted(k for k in gym.registry if k.startswith("textenv/"))
+            raise ValueError(f"env_id={self.env_id!r} is not registered; textenv ids: {known}")
+
+    @property
+    def batch_size(self) -> int:
+        """Episodes per iteration."""
+        return self.prompts_per_iter * self.group_size
+
+    @property
+    def is_text(self) -> bool:
+        return gym.spec(self.env_id).vector_entry_point is not None
+
+    def update_settings(self) -> UpdateSettings:
+        return UpdateSettings(self.epochs, self.minibatch_rows, self.clip, None, 0.0, self.ent_coef, self.max_grad_norm)
+
+    def advantages(self, episodes: EpisodeBatch, batch: dict[str, torch.Tensor], policy) -> dict[str, torch.Tensor]:
+        """Fill ``advantages`` (and for PPO ``returns``/``old_values``) into ``batch``; each algorithm's config says how."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------------ env and policy
+def make_env(config: OnPolicyConfig, num_envs: int | None = None, **overrides):
+    """The batched env of ``config`` (text: ``autoreset_mode="disabled"`` with KL shaping; else a SyncVectorEnv)."""
+    n = num_envs or config.batch_size
+    if config.is_text:
+        kwargs = dict(max_new_tokens=config.max_new_tokens, kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
+                      kl_target=config.kl_target, kl_horizon=config.kl_horizon)
+        if config.model is not None:
+            kwargs["model"] = config.model
+        kwargs.update(config.env_kwargs)
+        kwargs.update(overrides)
+        if not kwargs["kl_coef"] > 0:
+            for key in ("kl_estimator", "kl_target", "kl_horizon"):
+                kwargs.pop(key)
+        return gym.make_vec(config.env_id, num_envs=n, autoreset_mode="disabled", **kwargs)
+    return gym.make_vec(config.env_id, num_envs=n, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **config.env_kwargs)
+
+
+def make_policy(config: OnPolicyConfig, env, value_head: bool, path: str | Path | None = None):
+    """A fresh (or checkpointed, from ``path``) policy for ``env``."""
+    torch.manual_seed(config.seed)
+    if config.is_text:
+        source = path or config.model or env.unwrapped.task.model_name
+        policy = LMPolicy.from_pretrained(source, value_head=value_head, temperature=config.temperature)
+        if policy.vocab_size != env.unwrapped.task.vocab_size:
+            raise ValueError(
+                f"policy vocabulary {policy.vocab_size} ({source}) differs from the env's {env.unwrapped.task.vocab_size} "
+                f"({env.unwrapped.task.model_name}); the policy must use the env's tokenizer"
+            )
+        return policy
+    policy = MLPCategoricalPolicy(env.single_observation_space, env.single_action_space, value=value_head)
+    if path is not None:
+        policy.load_state_dict(torch.load(Path(path).parent / "policy.pt"))
+    return policy
+
+
+def training_batch(episodes: EpisodeBatch, is_text: bool, obs_frames=None) -> dict[str, torch.Tensor]:
+    """Rows to train on: one per completion (text; ``(N, T)`` tokens) or one per valid step (MLP)."""
+    if is_text:
+        final = episodes.final_obs
+        ids = torch.as_tensor(np.stack([o["input_ids"] for o in final]))  # (N, L)
+        mask = torch.as_tensor(np.stack([o["attention_mask"] for o in final]))  # (N, L)
+        width = int(mask.sum(1).max())  # drop padding columns no row uses
+        prompt_len = torch.as_tensor(episodes.first_obs["attention_mask"]).sum(1)  # (N,)
+        return {"input_ids": ids[:, :width], "attention_mask": mask[:, :width], "prompt_len": prompt_len,
+                "actions": episodes.actions.T.contiguous(), "mask": episodes.valid.T.contiguous()}
+    t, i = episodes.valid.nonzero(as_tuple=True)  # valid (step, env) pairs
+    return {"obs": obs_frames[t, i], "actions": episodes.actions[t, i], "mask": torch.ones(len(t), dtype=torch.bool),
+            "row_episode": i}
+
+
+def episode_metrics(episodes: EpisodeBatch) -> dict[str, float]:
+    """Means over the batch: return, proxy score, gold reward, summed KL, completion length."""
+    infos = episodes.infos
+
+    def mean(key):
+        values = [float(info[key]) for info in infos if key in info]
+        return float(np.mean(values)) if values else float("nan")
+
+    return {"return": float(episodes.returns.mean()), "proxy": mean("score"), "gold": mean("reward_gold"),
+            "kl": mean("episode_kl"), "length": float(episodes.lengths.float().mean())}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    policy: Any
+    rows: list[dict[str, float]]
+    run_dir: Path
+
+
+def _options(config: OnPolicyConfig, env, iteration: int) -> dict | None:
+    if not config.is_text:
+        return None
+    prompts = env.unwrapped.task.prompts
+    picks = np.random.default_rng([config.seed, iteration, 1]).integers(len(prompts), size=config.prompts_per_iter)
+    return {"prompts": [prompts[j] for j in picks for _ in range(config.group_size)]}
+
+
+class _RecordObs:
+    """Wraps an MLP policy's ``act`` to keep the observations (run_episodes does not store them)."""
+
+    def __init__(self, policy):
+        self.policy, self.frames = policy, []
+
+    def act(self, obs):
+        self.frames.append(torch.as_tensor(np.asarray(obs), dtype=torch.float32))
+        return self.policy.act(obs)
+
+
+def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
+          callback: Callable[[dict[str, float]], None] | None = None, value_head: bool = False,
+          extra_loss_factory: Callable[[Any, np.random.Generator], Callable[[], torch.Tensor] | None] | None = None,
+          warmup_iterations: int = 0) -> TrainResult:
+    """Train with ``config`` into ``run_dir`` (resuming a checkpoint there unless ``resume=False``).
+
+    ``callback(row)`` sees each iteration's metrics row (``time_s`` is training wall time so far, rollouts and
+    updates, without loading or checkpointing). The trained policy is saved in ``run_dir/policy``.
+    """
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(config.threads)
+    run = Run(run_dir, config, ignore=("iterations", "threads", "checkpoint_every"))
+    if not resume:
+        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+    state = run.load() if resume else None
+    env = make_env(config)
+    policy = make_policy(config, env, value_head, run.policy_path() if state else None)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
+    controller = getattr(env, "controller", None)
+    start, skipped, elapsed = 0, 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        start, skipped, elapsed = state["iteration"], state["skipped"], state["elapsed"]
+        if controller is not None and state.get("kl_controller"):
+            controller.load_state_dict(state["kl_controller"])
+    settings = config.update_settings()
+
+    def checkpoint(iteration):
+        run.save(policy, {"optimizer": optimizer.state_dict(), "iteration": iteration, "skipped": skipped,
+                          "elapsed": elapsed, "kl_controller": controller.state_dict() if controller else None})
+
+    bar = tqdm(total=config.iterations, initial=start, desc=type(config).__name__.replace("Config", ""),
+               unit="iter", disable=not progress)
+    try:
+        for iteration in range(start, config.iterations):
+            tick = time.perf_counter()
+            policy.generator = torch.Generator().manual_seed(config.seed * 1_000_003 + iteration)
+            torch.manual_seed(config.seed * 1_000_003 + iteration)
+            recorder = None if config.is_text else _RecordObs(policy)
+            episodes = run_episodes(env, recorder or policy, seed=config.seed + iteration * config.batch_size,
+                                    options=_options(config, env, iteration))
+            obs_frames = torch.stack(recorder.frames) if recorder else None
+            metrics = episode_metrics(episodes)
+            batch = training_batch(episodes, config.is_text, obs_frames)
+            with torch.no_grad():
+                old = policy.evaluate(batch)
+            batch["old_logprobs"] = old.logprob.detach()
+            if old.value is not None:
+                batch["old_values"] = old.value.detach()
+            batch.update(config.advantages(episodes, batch, policy))
+            rng = np.random.default_rng([config.seed, iteration, 2])
+            blown = np.isfinite(metrics["kl"]) and metrics["kl"] > config.max_episode_kl
+            if blown:
+                warnings.warn(f"iteration {iteration}: mean KL {metrics['kl']:.1f} nats exceeds max_episode_kl="
+                              f"{config.max_episode_kl}; update skipped", RuntimeWarning, stacklevel=2)
+                update = {"skipped": 1, "epochs": 0}
+            else:
+                settings.train_policy = iteration >= warmup_iterations
+                extra = extra_loss_factory(policy, rng) if extra_loss_factory else None
+                update = ppo_update(policy, optimizer, batch, settings, rng, extra)
+            skipped += update["skipped"]
+            elapsed += time.perf_counter() - tick
+            row = {"iteration": iteration + 1, **metrics, "beta": controller.value if controller else 0.0,
+                   **{k: v for k, v in update.items() if k != "skipped"}, "skipped_total": skipped, "time_s": elapsed}
+            run.log(row)
+            if callback is not None:
+                callback(row)
+            bar.update(1)
+            bar.set_postfix({k: f"{row[k]:+.3f}" for k in ("proxy", "gold", "kl") if np.isfinite(row[k])} or
+                            {"return": f"{row['return']:+.3f}"})
+            if skipped > config.max_skipped:
+                checkpoint(iteration + 1)
+                raise TrainingDiverged(
+                    f"{skipped} updates skipped (non-finite loss or KL above max_episode_kl={config.max_episode_kl}) "
+                    f"by iteration {iteration + 1}, more than max_skipped={config.max_skipped}; lower lr or raise kl_coef. "
+                    f"The last checkpoint is in {run.checkpoint_dir}"
+                )
+            if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations:
+                checkpoint(iteration + 1)
+    finally:
+        bar.close()
+        run.close()
+    if config.is_text:
+        policy.save_pretrained(run.path / "policy")
+    else:
+        torch.save(policy.state_dict(), run.path / "policy.pt")
+    return TrainResult(policy, run.rows, run.path)
+
+
+def replace(config: OnPolicyConfig, **changes) -> OnPolicyConfig:
+    """A copy of ``config`` with ``changes`` (validated again)."""
+    return dataclasses.replace(config, **changes)

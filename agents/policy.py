@@ -1,0 +1,128 @@
+"""The policy protocol, and the MLP policy for small discrete action spaces.
+
+A policy is anything with two methods (no base class to inherit):
+
+* ``act(obs) -> Act``: sample actions for a batch of observations (numpy, as a vector env returns them), with
+  their log-probabilities, the critic's values (None for a policy without one) and, optionally, the whole
+  log-softmax the actions were drawn from (a text env's KL shaping uses it; see :mod:`textenv.kl`).
+* ``evaluate(batch) -> Evaluation``: log-probabilities, entropies and values of ``batch["actions"]`` under the
+  current parameters, with gradients, the shape of ``batch["actions"]``: ``(B,)`` steps of an MLP policy,
+  ``(B, T)`` tokens of an LM policy (:class:`agents.lm_policy.LMPolicy`).
+
+A policy that keeps state while acting (the LM's KV cache) also has ``start(env)`` (called after every reset
+of all envs) and ``advance(actions)`` (after every step); :mod:`agents.rollout` calls them when present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+
+@dataclass
+class Act:
+    """What ``Policy.act`` returns for a batch of N observations."""
+
+    action: torch.Tensor
+    """(N,) sampled actions."""
+    logprob: torch.Tensor
+    """(N,) their log-probabilities."""
+    value: torch.Tensor | None = None
+    """(N,) V(obs), or None for a policy without a critic (or one that computes values later)."""
+    dist_logprobs: torch.Tensor | None = None
+    """(N, A) the log-softmax the actions were sampled from, when cheap to give."""
+
+
+@dataclass
+class Evaluation:
+    """What ``Policy.evaluate`` returns, each the shape of ``batch["actions"]``."""
+
+    logprob: torch.Tensor
+    entropy: torch.Tensor
+    value: torch.Tensor | None
+
+
+@runtime_checkable
+class Policy(Protocol):
+    def act(self, obs) -> Act: ...
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> Evaluation: ...
+
+
+def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, out_gain: float) -> nn.Sequential:
+    """``Linear → tanh`` blocks with orthogonal initialisation (√2 hidden gain), as in CleanRL and SB3."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [_layer(n_in, width, 2**0.5), nn.Tanh()]
+        n_in = width
+    layers.append(_layer(n_in, n_out, out_gain))
+    return nn.Sequential(*layers)
+
+
+class MLPCategoricalPolicy(nn.Module):
+    """Categorical policy and value function, two separate MLPs over a flat ``Box`` observation.
+
+    Args:
+        observation_space: a ``Box`` (flattened to a vector).
+        action_space: a ``Discrete(A)``.
+        hidden: hidden widths of each MLP (default ``(64, 64)``).
+        value: give the policy a critic (PPO); ``False`` for critic-free algorithms (REINFORCE, RLOO, GRPO).
+    """
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, hidden: tuple[int, ...] = (64, 64),
+                 value: bool = True):
+        super().__init__()
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(f"MLPCategoricalPolicy needs a Discrete action space, got {action_space}")
+        if not isinstance(observation_space, spaces.Box):
+            raise ValueError(
+                f"MLPCategoricalPolicy needs a Box observation space, got {type(observation_space).__name__}; "
+                f"for the text envs use agents.LMPolicy"
+            )
+        n_obs = int(np.prod(observation_space.shape))
+        self.obs_shape = observation_space.shape
+        self.actor = mlp(n_obs, hidden, int(action_space.n), out_gain=0.01)
+        self.critic = mlp(n_obs, hidden, 1, out_gain=1.0) if value else None
+
+    def _flat(self, obs) -> torch.Tensor:
+        obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs, dtype=torch.float32)
+        return obs.reshape(obs.shape[0], -1)  # (N, obs_dim)
+
+    @torch.no_grad()
+    def act(self, obs, deterministic: bool = False) -> Act:
+        x = self._flat(obs)
+        logprobs = torch.log_softmax(self.actor(x), -1)  # (N, A)
+        action = logprobs.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logprobs).sample()
+        value = self.critic(x).squeeze(-1) if self.critic is not None else None
+        return Act(action, logprobs.gather(1, action[:, None]).squeeze(1), value, logprobs)
+
+    @torch.no_grad()
+    def value(self, obs) -> torch.Tensor:
+        if self.critic is None:
+            raise RuntimeError("this policy was built with value=False and has no critic")
+        return self.critic(self._flat(obs)).squeeze(-1)
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> Evaluation:
+        x = self._flat(batch["obs"])
+        logprobs = torch.log_softmax(self.actor(x), -1)  # (B, A)
+        logprob = logprobs.gather(1, batch["actions"].long()[:, None]).squeeze(1)
+        entropy = -(logprobs.exp() * logprobs).sum(-1)
+        value = self.critic(x).squeeze(-1) if self.critic is not None else None
+        return Evaluation(logprob, entropy, value)
+
+    def probs(self, obs) -> torch.Tensor:
+        """(N, A) action probabilities (for inspection and tests)."""
+        with torch.no_grad():
+            return torch.softmax(self.actor(self._flat(obs)), -1)
