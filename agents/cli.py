@@ -1,7 +1,7 @@
-"""The ``textenv`` command line: the built-in world, the demo, reward modelling, benchmarks.
+"""The ``textenv`` command line: the built-in world, the demo, reward modelling, agents, benchmarks.
 
-``textenv build-world``, ``demo``, ``preferences``, ``train-rm``, ``eval-rm``, ``throughput``; later issues add
-the agents' training and benchmarking subcommands.
+``textenv build-world``, ``demo``, ``preferences``, ``train-rm``, ``eval-rm``, ``throughput`` here; ``train``,
+``rlhf``, ``bench`` and ``best-of-n`` in :mod:`agents.train_cli`.
 """
 
 from __future__ import annotations
@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="also write the markdown table here")
     p.set_defaults(fn=_throughput)
 
+    from agents.train_cli import add_commands
+
+    add_commands(sub)
     args = parser.parse_args(argv)
     args.fn(args)
 

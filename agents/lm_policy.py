@@ -128,3 +128,45 @@ class LMPolicy(nn.Module):
             hidden = hidden.gather(1, positions[..., None].expand(B, T, hidden.shape[-1]))  # (B, T, H)
             value = self.value_head(hidden.float()).squeeze(-1)  # (B, T)
         return Evaluation(logprob, entropy, value)
+
+
+def sequence_batch(tokenizer, prompts: list[str], completions: list[str], add_eos: bool = False,
+                   max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """Tokenize ``prompt + completion`` pairs into the batch :meth:`LMPolicy.evaluate` reads (``mask`` marks the
+    completion tokens; with ``add_eos`` the EOS token is appended, so that stopping is learned too).
+
+    Prompt and completion are tokenized separately, as the env does (a prompt's tokens are what the policy saw).
+    """
+    if len(prompts) != len(completions) or not prompts:
+        raise ValueError(f"need as many prompts as completions (at least one), got {len(prompts)} and {len(completions)}")
+    p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+    if add_eos:
+        c_ids = [c + [tokenizer.eos_token_id] for c in c_ids]
+    rows = []
+    for i, (p, c) in enumerate(zip(p_ids, c_ids)):
+        if not p:
+            raise ValueError(f"prompt {i} ({prompts[i]!r}) has no tokens")
+        if max_length is not None:
+            c = c[: max(0, max_length - len(p))]
+        if not c:
+            raise ValueError(f"completion {i} ({completions[i]!r}) has no tokens (after truncation to max_length={max_length})")
+        rows.append((p, c))
+    B, L, T = len(rows), max(len(p) + len(c) for p, c in rows), max(len(c) for _, c in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((B, L), pad, dtype=torch.long)
+    attention = torch.zeros((B, L), dtype=torch.long)
+    actions = torch.full((B, T), pad, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.bool)
+    for i, (p, c) in enumerate(rows):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        attention[i, : len(p) + len(c)] = 1
+        actions[i, : len(c)] = torch.tensor(c)
+        mask[i, : len(c)] = True
+    return {"input_ids": ids, "attention_mask": attention, "prompt_len": torch.tensor([len(p) for p, _ in rows]),
+            "actions": actions, "mask": mask}
+
+
+def sequence_logprobs(policy: LMPolicy, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B,)`` summed log-probability of each completion under ``policy`` (with gradients unless disabled)."""
+    return (policy.evaluate(batch, with_values=False).logprob * batch["mask"]).sum(1)

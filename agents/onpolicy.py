@@ -249,7 +249,7 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
         run.save(policy, {"optimizer": optimizer.state_dict(), "iteration": iteration, "skipped": skipped,
                           "elapsed": elapsed, "kl_controller": controller.state_dict() if controller else None})
 
-    bar = tqdm(total=config.iterations, initial=start, desc=type(config).__name__.replace("Config", ""),
+    bar = tqdm(total=config.iterations, initial=start, desc=getattr(config, "estimator", "ppo").upper(),
                unit="iter", disable=not progress)
     try:
         for iteration in range(start, config.iterations):
@@ -262,11 +262,13 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
             obs_frames = torch.stack(recorder.frames) if recorder else None
             metrics = episode_metrics(episodes)
             batch = training_batch(episodes, config.is_text, obs_frames)
-            with torch.no_grad():
-                old = policy.evaluate(batch)
-            batch["old_logprobs"] = old.logprob.detach()
-            if old.value is not None:
-                batch["old_values"] = old.value.detach()
+            if value_head or config.epochs > 1 or 0 < config.minibatch_rows < len(batch["actions"]):
+                with torch.no_grad():  # the old policy, scored by the same teacher-forced pass the update uses
+                    old = policy.evaluate(batch)
+                batch["old_logprobs"] = old.logprob
+                if old.value is not None:
+                    batch["old_values"] = old.value
+            # else one step on the whole batch: the update's own log-probs are the old ones (ratio 1), no extra pass
             batch.update(config.advantages(episodes, batch, policy))
             rng = np.random.default_rng([config.seed, iteration, 2])
             blown = np.isfinite(metrics["kl"]) and metrics["kl"] > config.max_episode_kl

@@ -1,8 +1,8 @@
 """The policy-gradient update every on-policy agent shares: epochs of shuffled minibatches of PPO's loss.
 
 A batch is a dict of tensors whose first dimension is the row (a timestep for an MLP policy, a whole
-completion for an LM policy), with ``mask`` marking valid entries of ``actions``, plus ``old_logprobs``,
-``advantages`` and, for a policy with a critic, ``old_values`` and ``returns``. REINFORCE, RLOO and GRPO
+completion for an LM policy), with ``mask`` marking valid entries of ``actions``, plus ``old_logprobs``
+(optional: without them the minibatch's own detached log-probs are used, i.e. a ratio of 1), ``advantages`` and, for a policy with a critic, ``old_values`` and ``returns``. REINFORCE, RLOO and GRPO
 use it with no critic and (by default) one epoch of one minibatch, where the ratio is 1 and the clipped
 loss is the plain policy gradient.
 
@@ -73,8 +73,9 @@ def ppo_update(
             mb = _take(batch, order[start : start + size])
             out = policy.evaluate(mb)
             advantages = mb["advantages"] if settings.train_policy else torch.zeros_like(mb["advantages"])
+            old_logprobs = mb["old_logprobs"] if "old_logprobs" in mb else out.logprob.detach()
             terms = ppo_loss(
-                out.logprob, mb["old_logprobs"], advantages, out.value, mb.get("old_values"), mb.get("returns"),
+                out.logprob, old_logprobs, advantages, out.value, mb.get("old_values"), mb.get("returns"),
                 out.entropy, mb["mask"], settings.clip, settings.value_clip, settings.vf_coef,
                 settings.ent_coef if settings.train_policy else 0.0,
             )

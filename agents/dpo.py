@@ -1,0 +1,128 @@
+"""DPO and IPO: learning from preference pairs directly, against a frozen reference (no reward model, no sampling).
+
+Data: the preference JSONL of :mod:`textenv.rm.data` (pairs or K-wise rankings, expanded into C(K, 2)
+ordered pairs); by default the built-in world's training preferences. The reference's sequence log-probs are
+computed once before training; each step then needs one teacher-forced forward of the policy over the
+chosen and rejected completions of its pairs. Losses: :func:`agents.losses.dpo_loss`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.lm_policy import LMPolicy, sequence_batch, sequence_logprobs
+from agents.losses import DPO_LOSSES, dpo_loss
+from agents.run import Run, check_range
+from agents.supervised import finished, supervised_loop
+
+
+@dataclass
+class DPOConfig:
+    """Direct preference optimisation."""
+
+    model: str | None = None
+    """Policy to start from (name or path); None: the built-in world's base LM."""
+    ref_model: str | None = None
+    """Frozen reference; None: the same weights as ``model``."""
+    data: str | None = None
+    """Preference JSONL; None: the built-in world's training preferences."""
+    max_pairs: int | None = 8000
+    """Use at most this many pairs (a seeded random subset); None: all."""
+    beta: float = 0.1
+    """β of DPO (IPO: its τ)."""
+    loss_type: str = "sigmoid"
+    """``"sigmoid"`` (DPO) or ``"ipo"``."""
+    label_smoothing: float = 0.0
+    """Conservative DPO's label-flip probability ε (sigmoid loss only)."""
+    epochs: int = 1
+    """Passes over the pairs."""
+    batch_size: int = 32
+    """Pairs per step."""
+    lr: float = 3e-4
+    """AdamW learning rate (linear decay to 0)."""
+    max_length: int = 96
+    """Longest prompt + completion in tokens."""
+    seed: int = 0
+    """Seeds the pair subset and order."""
+    threads: int = 1
+    """torch threads."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints."""
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "max_length", "threads", "checkpoint_every"):
+            check_range(name, getattr(self, name), 1, integer=True)
+        if self.max_pairs is not None:
+            check_range("max_pairs", self.max_pairs, 1, integer=True)
+        check_range("beta", self.beta, 0, low_open=True)
+        check_range("lr", self.lr, 0, low_open=True)
+        check_range("label_smoothing", self.label_smoothing, 0, 0.49)
+        if self.loss_type not in DPO_LOSSES:
+            raise ValueError(f"loss_type={self.loss_type!r}; expected one of {DPO_LOSSES}")
+        if self.label_smoothing and self.loss_type != "sigmoid":
+            raise ValueError("label_smoothing applies to loss_type='sigmoid' only")
+        if self.data is not None and not Path(self.data).is_file():
+            raise FileNotFoundError(f"data={self.data!r} is not a file (expected preference JSONL)")
+
+
+def _pairs(config: DPOConfig) -> list[tuple[str, str, str]]:
+    from textenv import world
+    from textenv.rm import expand_pairs, load_preferences
+
+    pairs = [(p, w, l) for p, w, l, _ in expand_pairs(load_preferences(config.data or world.preferences_path("train")))]
+    if config.max_pairs is not None and len(pairs) > config.max_pairs:
+        keep = np.random.default_rng([config.seed, 7]).choice(len(pairs), config.max_pairs, replace=False)
+        pairs = [pairs[j] for j in sorted(keep)]
+    return pairs
+
+
+def _logprobs(policy: LMPolicy, pairs, rows, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of the chosen and of the rejected completions of ``pairs[rows]``, each ``(B,)``."""
+    prompts = [pairs[j][0] for j in rows]
+    batch = sequence_batch(policy.tokenizer, prompts * 2, [pairs[j][1] for j in rows] + [pairs[j][2] for j in rows],
+                           add_eos=True, max_length=max_length)
+    logprobs = sequence_logprobs(policy, batch)
+    return logprobs[: len(rows)], logprobs[len(rows):]
+
+
+def train_dpo(config: DPOConfig, run_dir: str | Path, resume: bool = True, progress: bool = True) -> Path:
+    """Train; returns the directory of the trained policy (``run_dir/policy``)."""
+    from tqdm.auto import tqdm
+
+    from textenv import world
+
+    torch.set_num_threads(config.threads)
+    run = Run(run_dir, config, ignore=("threads", "checkpoint_every"))
+    state = run.load() if resume else None
+    if finished(run, state):
+        return run.path / "policy"
+    pairs = _pairs(config)
+    base = str(config.model or world.lm_path())
+    reference = LMPolicy.from_pretrained(config.ref_model or base).eval()
+    if config.ref_model is not None:
+        policy_vocab = LMPolicy.from_pretrained(base).vocab_size
+        if reference.vocab_size != policy_vocab:
+            raise ValueError(f"reference vocabulary {reference.vocab_size} ({config.ref_model}) differs from the "
+                             f"policy's {policy_vocab} ({base}); they must share a tokenizer")
+    ref_chosen, ref_rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    with torch.no_grad():
+        for start in tqdm(range(0, len(pairs), 128), desc="DPO reference log-probs", unit="batch", disable=not progress):
+            rows = list(range(start, min(start + 128, len(pairs))))
+            ref_chosen[rows], ref_rejected[rows] = _logprobs(reference, pairs, rows, config.max_length)
+    del reference
+    policy = LMPolicy.from_pretrained(run.policy_path() if state else base)
+
+    def batch_loss(rows):
+        chosen, rejected = _logprobs(policy, pairs, rows, config.max_length)
+        terms = dpo_loss(chosen, rejected, ref_chosen[rows], ref_rejected[rows], config.beta, config.loss_type,
+                         config.label_smoothing)
+        return terms.loss, {"accuracy": float(terms.accuracy), "chosen_reward": float(terms.chosen_reward),
+                            "rejected_reward": float(terms.rejected_reward), "margin": float(terms.margin)}
+
+    return supervised_loop(run, policy, len(pairs), config.batch_size, config.epochs, config.lr, config.seed, state,
+                           batch_loss, config.loss_type.upper() if config.loss_type == "ipo" else "DPO",
+                           config.checkpoint_every, progress)

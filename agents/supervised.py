@@ -1,0 +1,62 @@
+"""The loop SFT and DPO share: seeded epochs of minibatches, AdamW with linear decay, atomic checkpoints, resume."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.run import Run
+
+
+def supervised_loop(run: Run, policy, n_items: int, batch_size: int, epochs: int, lr: float, seed: int,
+                    state: dict | None, batch_loss: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]],
+                    desc: str, checkpoint_every: int, progress: bool = True) -> Path:
+    """Minimise ``batch_loss(rows)`` over ``epochs`` seeded passes of ``n_items`` in batches; resumes from
+    ``state`` (what :meth:`agents.run.Run.load` returned); saves the policy in ``run.path / "policy"``."""
+    from tqdm.auto import tqdm
+
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    steps_per_epoch = -(-n_items // batch_size)
+    total = steps_per_epoch * epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, elapsed = state["step"], state["elapsed"]
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress)
+    try:
+        while step < total:
+            epoch, k = divmod(step, steps_per_epoch)
+            order = np.random.default_rng([seed, epoch]).permutation(n_items)
+            rows = order[k * batch_size : (k + 1) * batch_size].tolist()
+            tick = time.perf_counter()
+            loss, metrics = batch_loss(rows)
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc} loss is {float(loss)} at step {step + 1}; lower lr (now {lr})")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            elapsed += time.perf_counter() - tick
+            run.log({"iteration": step, "loss": loss.item(), **metrics, "lr": scheduler.get_last_lr()[0], "time_s": elapsed})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % checkpoint_every == 0 or step == total:
+                run.save(policy, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                  "step": step, "total": total, "elapsed": elapsed})
+    finally:
+        bar.close()
+        run.close()
+    return policy.save_pretrained(run.path / "policy")
+
+
+def finished(run: Run, state: dict | None) -> bool:
+    """True when ``state`` is the checkpoint of a completed run whose policy was saved."""
+    return state is not None and state["step"] == state["total"] and (run.path / "policy" / "config.json").exists()

@@ -1,0 +1,151 @@
+"""The agents' subcommands of ``textenv``: ``train <algorithm>``, ``rlhf``, ``bench`` and ``best-of-n``.
+
+``textenv train <algorithm>`` takes one ``--flag`` per field of the algorithm's config dataclass (``--lr``,
+``--kl-coef``, ``--env-id``, ...; ``textenv train ppo --help`` lists them with their defaults), so the command
+line and the Python API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+
+
+def _algorithms() -> dict:
+    from agents.dpo import DPOConfig, train_dpo
+    from agents.pg import PGConfig, train_pg
+    from agents.ppo import PPOConfig, train_ppo
+    from agents.sft import SFTConfig, train_sft
+
+    return {
+        "ppo": (PPOConfig, train_ppo, {}),
+        "grpo": (PGConfig, train_pg, {"estimator": "grpo"}),
+        "rloo": (PGConfig, train_pg, {"estimator": "rloo"}),
+        "reinforce": (PGConfig, train_pg, {"estimator": "reinforce"}),
+        "sft": (SFTConfig, train_sft, {}),
+        "dpo": (DPOConfig, train_dpo, {}),
+    }
+
+
+def _parse_value(kind):
+    """An argparse ``type`` for a dataclass field annotation (``int``, ``float | None``, ``tuple[int, ...]``...)."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    optional = type(None) in typing.get_args(kind)
+    base = args[0] if (optional or isinstance(kind, types.UnionType)) and args else kind
+    if typing.get_origin(base) is tuple:
+        inner = typing.get_args(base)[0]
+        return lambda text: tuple(inner(x) for x in text.split(",") if x)
+    if typing.get_origin(base) is dict:
+        return json.loads
+    if base is bool:
+        return lambda text: text.lower() in ("1", "true", "yes", "on")
+
+    def parse(text):
+        if optional and text.lower() == "none":
+            return None
+        return base(text)
+
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, preset: dict) -> None:
+    """One ``--field-name`` per dataclass field, defaulting to the config's own default."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in preset:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=_parse_value(hints[f.name]),
+                            default=argparse.SUPPRESS, metavar=type(default).__name__.upper() if default is not None else "X",
+                            help=f"default: {shown}")
+
+
+def _config_from(args, config_cls, preset: dict):
+    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    return config_cls(**{**preset, **values})
+
+
+def _train(args) -> None:
+    config_cls, fn, preset = _algorithms()[args.algorithm]
+    config = _config_from(args, config_cls, preset)
+    out = Path(args.out or f"runs/{args.algorithm}")
+    result = fn(config, out, resume=not args.no_resume)
+    rows = getattr(result, "rows", None)
+    if rows:
+        last = rows[-1]
+        shown = {k: round(v, 4) for k, v in last.items() if k in ("iteration", "return", "proxy", "gold", "kl", "beta", "time_s")}
+        print(f"last iteration: {shown}")
+    print(f"run directory: {out} (metrics.csv, tb/, checkpoint/); trained policy: {out / 'policy'}")
+
+
+def _rlhf(args) -> None:
+    from agents.pipeline import RLHFConfig, run_rlhf
+
+    base = RLHFConfig.quick() if args.quick else RLHFConfig()
+    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    run_rlhf(dataclasses.replace(base, **values), args.out)
+
+
+def _bench(args) -> None:
+    from agents.bench import BenchConfig, run_bench
+
+    config = _config_from(args, BenchConfig, {})
+    run_bench(config, args.out)
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {Path(args.out) / 'results.md'}, results.json and frontier.png")
+
+
+def _best_of_n(args) -> None:
+    import torch
+
+    from agents.evaluation import best_of_n, eval_prompts
+    from agents.lm_policy import LMPolicy
+    from textenv import world
+
+    torch.set_num_threads(args.threads)
+    policy = LMPolicy.from_pretrained(args.model or world.lm_path())
+    rows = best_of_n(policy, eval_prompts(args.prompts), tuple(args.n), seed=args.seed, max_new_tokens=args.max_new_tokens)
+    print("| N | proxy | gold | KL (analytic) |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']} | {r['proxy']:+.3f} | {r['gold']:+.3f} | {r['kl']:.3f} |")
+
+
+def add_commands(sub) -> None:
+    """Register the agents' subcommands on the ``textenv`` parser's subparsers."""
+    from agents.bench import BenchConfig
+    from agents.pipeline import RLHFConfig
+
+    p = sub.add_parser("train", help="train one agent (ppo, grpo, rloo, reinforce, sft, dpo); resumes by default")
+    algos = p.add_subparsers(dest="algorithm", required=True)
+    for name, (config_cls, _, preset) in _algorithms().items():
+        a = algos.add_parser(name, help=f"{config_cls.__name__}{' ' + str(preset) if preset else ''}",
+                             description=(config_cls.__doc__ or "").strip().splitlines()[0])
+        a.add_argument("--out", default=None, help=f"run directory (default: runs/{name})")
+        a.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+        add_config_flags(a, config_cls, preset)
+        a.set_defaults(fn=_train)
+
+    p = sub.add_parser("rlhf", help="SFT → preference data → reward model → PPO on the built-in world, with a report")
+    p.add_argument("--out", default="runs/rlhf")
+    p.add_argument("--quick", action="store_true", help="a small pipeline (under a minute) to check the setup")
+    add_config_flags(p, RLHFConfig, {})
+    p.set_defaults(fn=_rlhf)
+
+    p = sub.add_parser("bench", help="agents × seeds at equal budgets → results table and frontier plot")
+    p.add_argument("--out", default="runs/bench")
+    add_config_flags(p, BenchConfig, {})
+    p.set_defaults(fn=_bench)
+
+    p = sub.add_parser("best-of-n", help="best-of-N sampling by the proxy reward model: proxy, gold, analytic KL")
+    p.add_argument("--model", default=None, help="policy to sample from (default: the built-in base LM)")
+    p.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--prompts", type=int, default=128, help="held-out prompts")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(fn=_best_of_n)
