@@ -100,8 +100,8 @@ def group_advantages(returns: torch.Tensor, group_size: int, baseline: str = "lo
         raise ValueError(f"scale={scale!r}; expected one of {SCALES}")
     if returns.dim() != 1 or group_size < 1 or returns.numel() % group_size:
         raise ValueError(f"returns of shape {tuple(returns.shape)} cannot be split into groups of {group_size}")
-    if baseline == "loo" and group_size < 2:
-        raise ValueError("the leave-one-out baseline needs group_size >= 2")
+    if baseline != "none" and group_size < 2:
+        raise ValueError(f"the {baseline!r} baseline needs group_size >= 2 (a group of one is its own baseline: every advantage would be 0)")
     if scale == "std" and group_size < 2:
         raise ValueError("scale='std' needs group_size >= 2 (a group of one has no spread)")
     grouped = returns.view(-1, group_size)  # (G, K)

@@ -56,7 +56,7 @@ class LMPolicy(nn.Module):
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, value_head: bool = False, device="cpu", **kwargs) -> "LMPolicy":
+    def from_pretrained(cls, name_or_path: str | os.PathLike, value_head: bool = False, device="cpu", **kwargs) -> LMPolicy:
         """Load a causal LM (and its tokenizer) by name or path; a ``value_head.safetensors`` beside it is loaded
         into the value head when ``value_head=True``."""
         from textenv.lm import load_causal_lm, load_tokenizer

@@ -60,7 +60,7 @@ class PGConfig(OnPolicyConfig):
         if self.scale is not None and self.scale not in SCALES:
             raise ValueError(f"scale={self.scale!r}; expected one of {SCALES} (or None for the preset)")
         baseline, scale = self.baseline_and_scale
-        if (baseline == "loo" or scale == "std") and self.group_size < 2:
+        if (baseline != "none" or scale == "std") and self.group_size < 2:  # a group of one is its own baseline
             raise ValueError(f"group_size={self.group_size} is out of range for {self.estimator}; expected >= 2")
 
     @property

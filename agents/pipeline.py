@@ -61,7 +61,7 @@ class RLHFConfig:
         check_range("kl_coef", self.kl_coef, 0)
 
     @classmethod
-    def quick(cls, **changes) -> "RLHFConfig":
+    def quick(cls, **changes) -> RLHFConfig:
         """A small pipeline for tests and smoke runs (well under a minute)."""
         return cls(**{**dict(sft_demos=256, pref_prompts=200, rm_epochs=1, ppo_iterations=4, eval_prompts=64), **changes})
 

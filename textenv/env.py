@@ -15,8 +15,11 @@ class TextGenerationEnv(gym.Env):
 
     ## Description
     An episode is one completion of one prompt. The agent picks the next token; the env appends it and ends
-    the episode on EOS or a stop string (``terminated``) or at ``max_new_tokens`` (``truncated``; bootstrap
-    it). The env itself runs no language model: the reference model of KL shaping lives in
+    the episode on EOS or a stop string (``terminated``) or at ``max_new_tokens`` (``truncated``). The reward
+    model scores the completion on its last step either way, so at the cap the return is complete: the
+    agents of :mod:`agents` do not bootstrap there (a value added past the cap would count the score twice),
+    while Gymnasium's convention lets black-box agents (Stable-Baselines3) add ``γ·V(final obs)``.
+    The env itself runs no language model: the reference model of KL shaping lives in
     :class:`textenv.kl.KLShaping`, which ``gymnasium.make`` adds when ``kl_coef > 0``.
 
     ## Action Space

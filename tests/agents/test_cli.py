@@ -20,7 +20,7 @@ def test_demo_writes_samples_and_a_plot(tmp_path, lm_dir, capsys):
 
 def test_console_script_lists_its_subcommands():
     out = subprocess.run([sys.executable, "-m", "agents.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("build-world", "demo", "preferences", "train-rm", "eval-rm", "throughput"):
+    for command in ("build-world", "demo", "preferences", "train-rm", "eval-rm", "throughput", "train", "rlhf", "bench", "best-of-n"):
         assert command in out
 
 

@@ -1,0 +1,179 @@
+"""The algorithms learn (fixed seeds, thresholds well above the untrained policy), resume exactly, and fail clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents import LMPolicy, PGConfig, PPOConfig, TrainingDiverged, train_pg, train_ppo
+from agents.evaluation import best_of_n, best_of_n_kl, eval_prompts, generate, win_rate
+from agents.onpolicy import train
+
+EVAL = 128
+
+
+@pytest.fixture(scope="module")
+def base_samples(lm_dir):
+    base = LMPolicy.from_pretrained(lm_dir)
+    return base, generate(base, eval_prompts(EVAL), seed=1)
+
+
+def _gain(policy, base_samples):
+    base, before = base_samples
+    after = generate(policy, eval_prompts(EVAL), reference=base, seed=1)
+    return after.summary()["gold"] - before.summary()["gold"], after.summary()
+
+
+def test_reinforce_solves_the_bandit(tmp_path):
+    config = PGConfig(env_id="textenv/Bandit-v0", estimator="reinforce", iterations=30, prompts_per_iter=4, group_size=8,
+                      lr=1e-2, kl_coef=0.0)
+    result = train_pg(config, tmp_path)
+    obs = torch.zeros(1, 1)
+    assert result.policy.probs(obs)[0, 0] > 0.95  # P(A); the untrained policy is at 0.5:
+    from agents.onpolicy import make_env, make_policy
+
+    untrained = make_policy(config, make_env(config), value_head=False)
+    assert abs(float(untrained.probs(obs)[0, 0]) - 0.5) < 0.05
+
+
+@pytest.mark.slow
+def test_ppo_raises_gold_with_bounded_kl(tmp_path, base_samples):
+    result = train_ppo(PPOConfig(iterations=12, prompts_per_iter=32, lr=3e-4, seed=0), tmp_path, progress=False)
+    gain, after = _gain(result.policy, base_samples)
+    assert gain > 0.25, after  # measured +0.68 (s.e. about 0.06)
+    assert after["kl"] < 15.0, after  # measured 7.5 nats
+    rows = result.rows
+    assert rows[-1]["kl"] < 10 and all(np.isfinite([r["gold"] for r in rows]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
+def test_group_estimators_raise_gold(tmp_path, base_samples, estimator):
+    config = PGConfig(estimator=estimator, iterations=15, prompts_per_iter=8, group_size=4, lr=1e-3, seed=0)
+    gain, after = _gain(train_pg(config, tmp_path, progress=False).policy, base_samples)
+    assert gain > 0.3, after  # measured: GRPO +0.71, RLOO +0.62 (s.e. of each mean about 0.06)
+
+
+@pytest.mark.slow
+def test_dpo_beats_the_base_model_by_gold(tmp_path, base_samples):
+    from agents.dpo import DPOConfig, train_dpo
+
+    path = train_dpo(DPOConfig(max_pairs=3000, seed=0), tmp_path, progress=False)
+    base, before = base_samples
+    after = generate(LMPolicy.from_pretrained(path), eval_prompts(EVAL), seed=1)
+    result = win_rate(after.gold, before.gold)
+    assert result["rate"] > 0.62, result  # ties count half; the base against itself is at 0.5
+
+
+def test_sft_shifts_likelihood_towards_the_demonstrated_mood(tmp_path, lm_dir):
+    from agents.lm_policy import sequence_batch
+    from agents.losses import masked_mean
+    from agents.sft import SFTConfig, train_sft
+    from textenv.world.demos import sample_demonstrations
+
+    positive, negative = sample_demonstrations(64, seed=999), sample_demonstrations(64, seed=999, mood="negative")
+
+    def nll(policy, demos):
+        batch = sequence_batch(policy.tokenizer, [d["prompt"] for d in demos], [d["completion"] for d in demos], add_eos=True)
+        with torch.no_grad():
+            return -float(masked_mean(policy.evaluate(batch, with_values=False).logprob, batch["mask"]))
+
+    def margin(policy):  # how much likelier (per token) held-out positive reviews are than negative ones
+        return nll(policy, negative) - nll(policy, positive)
+
+    path = train_sft(SFTConfig(num_demos=512, epochs=2, batch_size=32, lr=1e-3), tmp_path, progress=False)
+    assert margin(LMPolicy.from_pretrained(path)) > margin(LMPolicy.from_pretrained(lm_dir)) + 0.05  # measured +0.084
+
+
+def _small_ppo(**changes):
+    return PPOConfig(**{**dict(iterations=4, prompts_per_iter=8, max_new_tokens=8, minibatch_rows=4, epochs=2,
+                               checkpoint_every=2, kl_target=2.0, seed=3), **changes})
+
+
+def test_same_seed_same_numbers_and_resume_is_exact(tmp_path):
+    straight = train_ppo(_small_ppo(), tmp_path / "a", progress=False)
+    again = train_ppo(_small_ppo(), tmp_path / "b", progress=False)
+    assert straight.rows == [{**r, "time_s": s["time_s"]} for r, s in zip(again.rows, straight.rows)]
+    train_ppo(_small_ppo(iterations=2), tmp_path / "c", progress=False)  # "interrupted" after 2 iterations
+    resumed = train_ppo(_small_ppo(), tmp_path / "c", progress=False)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+    assert drop(resumed.rows) == drop(straight.rows)  # adaptive β's controller state was restored too
+    for p, q in zip(resumed.policy.parameters(), straight.policy.parameters()):
+        assert torch.equal(p, q)
+    assert (tmp_path / "c" / "metrics.csv").read_text().count("\n") == 5
+
+
+def test_resume_refuses_a_changed_config_and_an_incomplete_checkpoint(tmp_path):
+    train_ppo(_small_ppo(iterations=2), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.0001 -> 0.001\)"):
+        train_ppo(_small_ppo(lr=1e-3), tmp_path, progress=False)
+    (tmp_path / "checkpoint" / "trainer_state.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="trainer_state.pt"):
+        train_ppo(_small_ppo(), tmp_path, progress=False)
+
+
+def test_nan_losses_are_skipped_then_the_run_stops(tmp_path, lm_dir):
+    config = _small_ppo(max_skipped=2, kl_target=None)
+    before = [p.detach().clone() for p in LMPolicy.from_pretrained(lm_dir).model.parameters()]
+    nan = lambda policy, rng: (lambda: torch.tensor(float("nan")))
+    with pytest.raises(TrainingDiverged, match="max_skipped=2"):
+        train(config, tmp_path, progress=False, value_head=True, extra_loss_factory=nan)
+    saved = LMPolicy.from_pretrained(tmp_path / "checkpoint" / "policy")
+    for p, q in zip(saved.model.parameters(), before):  # no NaN ever reached the weights
+        assert torch.equal(p, q)
+
+
+def test_kl_blow_up_skips_the_update(tmp_path):
+    config = _small_ppo(max_skipped=0, kl_target=None, max_episode_kl=1e-6, lr=1e-3)
+    with pytest.warns(RuntimeWarning, match="exceeds max_episode_kl"), pytest.raises(TrainingDiverged, match="1 updates skipped"):
+        train_ppo(config, tmp_path, progress=False)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3  # header, iteration 1 (KL 0: trained), iteration 2 (KL > 0: skipped, then the stop)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": -1.0}, r"lr=-1.0 is out of range; expected a number > 0"),
+        ({"iterations": 0}, r"iterations=0 is out of range; expected an integer >= 1"),
+        ({"gamma": 1.5}, r"gamma=1.5 is out of range; expected a number >= 0 and <= 1"),
+        ({"kl_estimator": "k9"}, r"kl_estimator='k9'"),
+        ({"env_id": "textenv/Nope-v0"}, r"env_id='textenv/Nope-v0' is not registered; textenv ids: \["),
+        ({"kl_target": 1.0, "kl_coef": 0.0}, r"kl_target \(adaptive β\) needs an initial kl_coef > 0"),
+    ],
+)
+def test_config_errors_name_the_field_and_range(changes, message):
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(**changes)
+
+
+def test_group_config_errors():
+    with pytest.raises(ValueError, match="estimator='ppo'"):
+        PGConfig(estimator="ppo")
+    with pytest.raises(ValueError, match="group_size=1 is out of range for rloo"):
+        PGConfig(estimator="rloo", group_size=1)
+
+
+def test_policy_and_env_vocabularies_must_match(tmp_path, lm_dir):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    other = tmp_path / "other"
+    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_layer=1, n_embd=16, n_head=2)).save_pretrained(other)
+    LMPolicy.from_pretrained(lm_dir).tokenizer.save_pretrained(other)
+    config = PPOConfig(iterations=1, prompts_per_iter=2, env_kwargs={"ref_model": str(lm_dir)})
+    from agents.onpolicy import make_env, make_policy
+
+    env = make_env(config)
+    with pytest.raises(ValueError, match=r"policy vocabulary 300 .* differs from the env's"):
+        make_policy(config, env, value_head=True, path=other)
+
+
+def test_best_of_n_kl_and_monotone_proxy(lm_dir):
+    assert best_of_n_kl(1) == 0.0
+    assert best_of_n_kl(2) == pytest.approx(np.log(2) - 0.5)
+    rows = best_of_n(LMPolicy.from_pretrained(lm_dir), eval_prompts(16), ns=(1, 2, 4))
+    proxies = [r["proxy"] for r in rows]
+    assert proxies == sorted(proxies) and proxies[-1] > proxies[0]  # nested maxima over the same samples
+    with pytest.raises(ValueError, match="n=0 must be >= 1"):
+        best_of_n_kl(0)
