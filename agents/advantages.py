@@ -57,8 +57,9 @@ def gae(
     for t in reversed(range(T)):
         following = next_value if t == T - 1 else values[t + 1]  # (N,)
         following = torch.where(truncated[t], boot[t], following)
-        delta = rewards[t] + gamma * following * (~terminated[t]) - values[t]
-        last = delta + gamma * lam * (~done[t]) * last
+        alive = (~terminated[t]).to(values.dtype)  # casts keep float64 inputs in float64
+        delta = rewards[t] + gamma * following * alive - values[t]
+        last = delta + (gamma * lam) * last * (~done[t]).to(values.dtype)
         advantages[t] = last
     return advantages, advantages + values
 
@@ -68,7 +69,8 @@ def discounted_returns(rewards: torch.Tensor, terminated: torch.Tensor, truncate
                        gamma: float = 0.99) -> torch.Tensor:
     """``G_t = r_t + γ·G_{t+1}`` (reset at episode ends, bootstrapped on truncation), ``(T, N)``; GAE with λ=1, V=0.
 
-    >>> discounted_returns(torch.tensor([[1.0], [2.0]]), torch.tensor([[False], [True]]), torch.zeros(2, 1, dtype=torch.bool), gamma=0.9).squeeze(1).tolist()
+    >>> r = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    >>> discounted_returns(r, torch.tensor([[False], [True]]), torch.zeros(2, 1, dtype=torch.bool), gamma=0.9).squeeze(1).tolist()
     [2.8, 2.0]
     """
     N = rewards.shape[1]

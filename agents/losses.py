@@ -23,8 +23,9 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch
     """
     if mask is None:
         return values.mean()
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    mask = mask.bool()
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()  # a NaN/inf in a masked entry stays out
+    return total / mask.sum().clamp(min=1).to(values.dtype)
 
 
 @dataclass

@@ -218,13 +218,13 @@ class _RecordObs:
 
 
 def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
-          callback: Callable[[dict[str, float]], None] | None = None, value_head: bool = False,
+          callback: Callable[[dict[str, float], Any], None] | None = None, value_head: bool = False,
           extra_loss_factory: Callable[[Any, np.random.Generator], Callable[[], torch.Tensor] | None] | None = None,
           warmup_iterations: int = 0) -> TrainResult:
     """Train with ``config`` into ``run_dir`` (resuming a checkpoint there unless ``resume=False``).
 
-    ``callback(row)`` sees each iteration's metrics row (``time_s`` is training wall time so far, rollouts and
-    updates, without loading or checkpointing). The trained policy is saved in ``run_dir/policy``.
+    ``callback(row, policy)`` sees each iteration's metrics row (``time_s`` is training wall time so far, rollouts
+    and updates, without loading or checkpointing) and the policy. The trained policy is saved in ``run_dir/policy``.
     """
     from tqdm.auto import tqdm
 
@@ -286,7 +286,7 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
                    **{k: v for k, v in update.items() if k != "skipped"}, "skipped_total": skipped, "time_s": elapsed}
             run.log(row)
             if callback is not None:
-                callback(row)
+                callback(row, policy)
             bar.update(1)
             bar.set_postfix({k: f"{row[k]:+.3f}" for k in ("proxy", "gold", "kl") if np.isfinite(row[k])} or
                             {"return": f"{row['return']:+.3f}"})
