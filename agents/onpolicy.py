@@ -273,7 +273,7 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
             rng = np.random.default_rng([config.seed, iteration, 2])
             blown = np.isfinite(metrics["kl"]) and metrics["kl"] > config.max_episode_kl
             if blown:
-                warnings.warn(f"iteration {iteration}: mean KL {metrics['kl']:.1f} nats exceeds max_episode_kl="
+                warnings.warn(f"iteration {iteration + 1}: mean KL {metrics['kl']:.1f} nats exceeds max_episode_kl="
                               f"{config.max_episode_kl}; update skipped", RuntimeWarning, stacklevel=2)
                 update = {"skipped": 1, "epochs": 0}
             else:

@@ -82,7 +82,7 @@ def ppo_update(
             loss = terms.loss  # in value warm-up: the value term only (zero advantages, no entropy bonus)
             if extra_loss is not None and settings.train_policy:
                 ptx = extra_loss()
-                stats["ptx_loss"].append(float(ptx))
+                stats["ptx_loss"].append(ptx.item())
                 loss = loss + ptx
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):

@@ -24,7 +24,8 @@ base = LMPolicy.from_pretrained(world.lm_path())
 prompts = eval_prompts(256)
 before, after = generate(base, prompts, seed=1), generate(result.policy, prompts, reference=base, seed=1)
 for name, s in (("base LM", before.summary()), ("PPO", after.summary())):
-    print(f"{name:8s} proxy {s['proxy']:+.3f}  gold {s['gold']:+.3f} ± {s['gold_sem']:.3f}  KL {s['kl']:.2f}")
+    kl = f"KL to base {s['kl']:.2f}" if name == "PPO" else ""
+    print(f"{name:8s} proxy {s['proxy']:+.3f}  gold {s['gold']:+.3f} ± {s['gold_sem']:.3f}  {kl}")
 for i in range(4):
     print(f"  {prompts[i]} |{before.completions[i]}\n  {' ' * len(prompts[i])} |{after.completions[i]}")
 print("curves: runs/examples/ppo/curves.png; TensorBoard: tensorboard --logdir runs/examples/ppo/tb")

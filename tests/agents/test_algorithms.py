@@ -177,3 +177,47 @@ def test_best_of_n_kl_and_monotone_proxy(lm_dir):
     assert proxies == sorted(proxies) and proxies[-1] > proxies[0]  # nested maxima over the same samples
     with pytest.raises(ValueError, match="n=0 must be >= 1"):
         best_of_n_kl(0)
+
+
+def test_value_warmup_trains_only_the_value_head(tmp_path, lm_dir):
+    result = train_ppo(_small_ppo(iterations=1, value_warmup_iters=1, kl_target=None), tmp_path, progress=False)
+    base = LMPolicy.from_pretrained(lm_dir)
+    for p, q in zip(result.policy.model.parameters(), base.model.parameters()):
+        assert torch.equal(p, q)  # the LM did not move...
+    torch.manual_seed(3)  # ...while the value head did (same seed and loading order as make_policy)
+    initial = LMPolicy.from_pretrained(lm_dir, value_head=True).value_head
+    assert not torch.equal(result.policy.value_head.weight, initial.weight)
+
+
+def test_target_kl_stops_the_epochs_early(tmp_path):
+    rows = train_ppo(_small_ppo(iterations=2, epochs=4, target_kl=1e-9, kl_target=None), tmp_path, progress=False).rows
+    assert all(r["epochs"] == 1 for r in rows)  # the first minibatch already exceeds 1.5·target_kl
+
+
+def test_adaptive_beta_moves_towards_the_target(tmp_path):
+    rows = train_ppo(_small_ppo(iterations=3, kl_coef=0.1, kl_target=1e-3, kl_horizon=8, lr=1e-3), tmp_path,
+                     progress=False).rows
+    assert rows[-1]["beta"] > 0.1  # summed KL above the target → β grows (by at most 20%·n/horizon per update)
+
+
+def test_ptx_adds_a_pretraining_loss(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the pasta was great .\nthe room was clean .\n")
+    rows = train_ppo(_small_ppo(iterations=1, ptx_coef=0.5, ptx_data=str(corpus), kl_target=None), tmp_path / "run",
+                     progress=False).rows
+    assert 0 < rows[0]["ptx_loss"] < 50
+    with pytest.raises(FileNotFoundError, match="ptx_data='nope.txt' is not a file"):
+        train_ppo(_small_ppo(ptx_coef=0.5, ptx_data="nope.txt"), tmp_path / "bad", progress=False)
+
+
+def test_ipo_trains_and_dpo_resumes(tmp_path):
+    from agents.dpo import DPOConfig, train_dpo
+    from agents.run import STATE
+
+    config = DPOConfig(loss_type="ipo", max_pairs=64, batch_size=16, checkpoint_every=2)
+    path = train_dpo(config, tmp_path, progress=False)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 5 and path.name == "policy"
+    assert torch.load(tmp_path / "checkpoint" / STATE, weights_only=False)["step"] == 4
+    with pytest.raises(ValueError, match="label_smoothing applies to loss_type='sigmoid' only"):
+        DPOConfig(loss_type="ipo", label_smoothing=0.1)
