@@ -1,9 +1,15 @@
-"""Agents that train on textenv (and later robotics) envs: policies, rollouts, advantages, losses, algorithms.
+"""Agents that train on textenv (and, with the same core, robotics) envs: policies, rollouts, advantages, losses.
 
 | algorithm | config | train with |
 |---|---|---|
 | PPO (LM, adaptive KL, ptx, value warm-up) | :class:`PPOConfig` | :func:`train_ppo` |
 | REINFORCE / RLOO / GRPO | :class:`PGConfig` (``estimator=``) | :func:`train_pg` |
+| SFT | :class:`agents.sft.SFTConfig` | :func:`agents.sft.train_sft` |
+| DPO / IPO | :class:`agents.dpo.DPOConfig` | :func:`agents.dpo.train_dpo` |
+| best-of-N | — | :func:`agents.evaluation.best_of_n` |
+
+The pipeline (``textenv rlhf``) is :mod:`agents.pipeline`, the benchmark (``textenv bench``) :mod:`agents.bench`,
+Stable-Baselines3 support :mod:`agents.sb3` (needs ``textenv[sb3]``).
 """
 
 from agents.advantages import discounted_returns, gae, group_advantages, whiten
