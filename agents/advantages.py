@@ -128,7 +128,8 @@ def whiten(values: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: b
     mask = torch.ones_like(values, dtype=torch.bool) if mask is None else mask.bool()
     n = mask.sum()
     if n < 2:
-        raise ValueError(f"whitening needs at least 2 entries, got {int(n)}")
+        raise ValueError(f"whitening needs at least 2 entries, got {int(n)} (a batch of one one-token episode? "
+                         f"use more episodes per iteration, or turn whitening off)")
     mean = values[mask].mean()
     std = values[mask].std(unbiased=False)
     out = (values - mean) / (std + eps) if shift_mean else (values - mean) / (std + eps) + mean

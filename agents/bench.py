@@ -52,8 +52,10 @@ class BenchConfig:
         unknown = [a for a in self.agents if a not in AGENTS]
         if unknown or not self.agents:
             raise ValueError(f"agents={self.agents!r}; expected a non-empty subset of {AGENTS}")
-        if not self.seeds:
-            raise ValueError("seeds is empty; give at least one seed")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds={self.seeds!r}; expected at least one seed, no repeats")
+        if any(n < 1 for n in self.best_of_n):
+            raise ValueError(f"best_of_n={self.best_of_n!r}; every N must be >= 1 (empty: skip best-of-N)")
         for name in ("iterations", "completions_per_iter", "group_size", "eval_prompts", "threads"):
             check_range(name, getattr(self, name), 1, integer=True)
         if self.completions_per_iter % self.group_size:
@@ -78,7 +80,8 @@ def run_bench(bench: BenchConfig, out: str | Path, progress: bool = True) -> lis
     ``results.json``, ``results.md`` and ``frontier.png``; returns the rows."""
     from agents.evaluation import best_of_n, eval_prompts, generate
     from agents.lm_policy import LMPolicy
-    from agents.onpolicy import train
+    from agents.pg import train_pg
+    from agents.ppo import train_ppo
     from agents.pipeline import plot_frontier
 
     out = Path(out)
@@ -90,14 +93,15 @@ def run_bench(bench: BenchConfig, out: str | Path, progress: bool = True) -> lis
         for seed in bench.seeds:
             config = agent_config(name, bench, seed)
             tick = time.perf_counter()
-            result = train(config, out / f"{name}-s{seed}", progress=progress, value_head=name == "ppo")
+            trainer = train_ppo if name == "ppo" else train_pg
+            result = trainer(config, out / f"{name}-s{seed}", progress=progress)
             samples = generate(result.policy, prompts, bench.env_id, config.max_new_tokens, reference=start, seed=1000 + seed)
             summary = samples.summary()
             rows.append({"agent": name, "seed": seed, **summary, "train_s": result.rows[-1]["time_s"],
                          "total_s": time.perf_counter() - tick})
             curves.setdefault(name, []).append(result.rows)
     base = generate(start, prompts, bench.env_id, reference=start, seed=999).summary()
-    bon = best_of_n(start, prompts[:64], tuple(bench.best_of_n)) if bench.best_of_n else []
+    bon = best_of_n(start, prompts, tuple(bench.best_of_n)) if bench.best_of_n else []  # the agents' prompts
     (out / "results.json").write_text(json.dumps({"config": bench.__dict__, "rows": rows, "base": base, "best_of_n": bon},
                                                  indent=2, default=list) + "\n")
     (out / "results.md").write_text(format_results(rows, base, bon, bench))
@@ -119,14 +123,15 @@ def format_results(rows: list[dict], base: dict, bon: list[dict], bench: BenchCo
     """The markdown table: mean ± std over seeds per agent, then the base model and best-of-N."""
     lines = [f"Env `{bench.env_id}`, {bench.iterations} iterations × {bench.completions_per_iter} completions, "
              f"lr {bench.lr}, β {bench.kl_coef}, K {bench.group_size}, seeds {list(bench.seeds)}, "
-             f"{bench.threads} torch thread(s); evaluated on {bench.eval_prompts} held-out prompts.", "",
+             f"{bench.threads} torch thread(s); evaluated on {bench.eval_prompts} held-out prompts (best-of-N too); "
+             f"mean ± sample std over seeds.", "",
              "| agent | proxy | gold | KL to initial | length | train time (s) |", "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["agent"] for r in rows):
         group = [r for r in rows if r["agent"] == name]
 
-        def cell(key, fmt="+.3f"):
+        def cell(key, fmt="+.3f", group=group):
             values = np.array([r[key] for r in group])
-            return f"{values.mean():{fmt}} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():{fmt}}"
+            return f"{values.mean():{fmt}} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():{fmt}}"
 
         lines.append(f"| {name} | {cell('proxy')} | {cell('gold')} | {cell('kl', '.2f')} | {cell('length', '.1f')} | "
                      f"{cell('train_s', '.0f')} |")

@@ -4,6 +4,9 @@ Data: the preference JSONL of :mod:`textenv.rm.data` (pairs or K-wise rankings, 
 ordered pairs); by default the built-in world's training preferences. The reference's sequence log-probs are
 computed once before training; each step then needs one teacher-forced forward of the policy over the
 chosen and rejected completions of its pairs. Losses: :func:`agents.losses.dpo_loss`.
+
+No EOS is appended to the completions: preference records store text, and a completion cut at the sampler's
+token cap never had one (15% of the built-in pairs), so DPO learns from the completion tokens only.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def _logprobs(policy: LMPolicy, pairs, rows, max_length: int) -> tuple[torch.Ten
     """Summed log-probs of the chosen and of the rejected completions of ``pairs[rows]``, each ``(B,)``."""
     prompts = [pairs[j][0] for j in rows]
     batch = sequence_batch(policy.tokenizer, prompts * 2, [pairs[j][1] for j in rows] + [pairs[j][2] for j in rows],
-                           add_eos=True, max_length=max_length)
+                           add_eos=False, max_length=max_length)
     logprobs = sequence_logprobs(policy, batch)
     return logprobs[: len(rows)], logprobs[len(rows):]
 
@@ -97,14 +100,18 @@ def train_dpo(config: DPOConfig, run_dir: str | Path, resume: bool = True, progr
 
     torch.set_num_threads(config.threads)
     run = Run(run_dir, config, ignore=("threads", "checkpoint_every"))
-    state = run.load() if resume else None
+    state = run.start(resume)
     if finished(run, state):
         return run.path / "policy"
     pairs = _pairs(config)
     base = str(config.model or world.lm_path())
     reference = LMPolicy.from_pretrained(config.ref_model or base).eval()
     if config.ref_model is not None:
-        policy_vocab = LMPolicy.from_pretrained(base).vocab_size
+        from transformers import AutoConfig
+
+        from textenv.lm import load_pretrained
+
+        policy_vocab = load_pretrained(AutoConfig, base, "model config").get_text_config().vocab_size
         if reference.vocab_size != policy_vocab:
             raise ValueError(f"reference vocabulary {reference.vocab_size} ({config.ref_model}) differs from the "
                              f"policy's {policy_vocab} ({base}); they must share a tokenizer")

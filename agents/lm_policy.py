@@ -106,12 +106,13 @@ class LMPolicy(nn.Module):
         self._sampler.lm.step(actions)
 
     # ---------------------------------------------------------------- learning (teacher forcing)
-    def evaluate(self, batch: dict[str, torch.Tensor], with_values: bool = True) -> Evaluation:
+    def evaluate(self, batch: dict[str, torch.Tensor], with_values: bool = True, entropy_grad: bool = True) -> Evaluation:
         """Log-probs, entropies and values of the completion tokens, each ``(B, T)``.
 
         ``batch``: ``input_ids``/``attention_mask`` ``(B, L)`` (prompt + completion, right-padded),
         ``prompt_len`` ``(B,)``, ``actions`` ``(B, T)`` (completion tokens, left-aligned; entries past a
-        completion's end are ignored by the caller's mask).
+        completion's end are ignored by the caller's mask). ``entropy_grad=False`` keeps the full-vocabulary
+        entropy out of the autograd graph (an update without an entropy bonus needs it only as a statistic).
         """
         ids, mask, prompt_len, actions = batch["input_ids"], batch["attention_mask"], batch["prompt_len"], batch["actions"]
         B, T = actions.shape
@@ -121,7 +122,8 @@ class LMPolicy(nn.Module):
         logits = out.logits.gather(1, positions[..., None].expand(B, T, out.logits.shape[-1]))  # (B, T, V)
         logprobs = torch.log_softmax(logits.float() / self.temperature, -1)  # (B, T, V)
         logprob = logprobs.gather(-1, actions.long()[..., None]).squeeze(-1)  # (B, T)
-        entropy = -(logprobs.exp() * logprobs).sum(-1)  # (B, T)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = -(logprobs.exp() * logprobs).sum(-1)  # (B, T)
         value = None
         if want_values:
             hidden = out.hidden_states[-1]  # (B, L, H), the trunk's last hidden state

@@ -15,8 +15,6 @@ An env id with a ``vector_entry_point`` (``textenv/Sentiment-v0``) is a text env
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -102,6 +100,15 @@ class OnPolicyConfig:
                 raise ValueError("kl_target (adaptive β) needs an initial kl_coef > 0")
         if self.kl_estimator not in ("k1", "k2", "k3", "full"):
             raise ValueError(f"kl_estimator={self.kl_estimator!r}; expected one of k1, k2, k3, full")
+        owned = {"max_new_tokens": "max_new_tokens", "kl_coef": "kl_coef", "kl_target": "kl_target",
+                 "kl_horizon": "kl_horizon", "kl_estimator": "kl_estimator", "model": "model"}
+        clash = sorted(k for k in self.env_kwargs if k in owned)
+        if clash:
+            raise ValueError(f"env_kwargs sets {clash}; set the config fields {[owned[k] for k in clash]} instead "
+                             f"(the agent and its evaluation read them)")
+        if self.env_kwargs.get("kl_mode", "policy") != "policy":
+            raise ValueError(f"env_kwargs kl_mode={self.env_kwargs['kl_mode']!r}: these agents supply their log-probs, "
+                             f"so the env's KL shaping must be in 'policy' mode (the exact per-token KL)")
         if self.env_id not in gym.registry:
             import textenv  # noqa: F401  (registers the textenv ids)
         if self.env_id not in gym.registry:
@@ -230,9 +237,7 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
 
     torch.set_num_threads(config.threads)
     run = Run(run_dir, config, ignore=("iterations", "threads", "checkpoint_every"))
-    if not resume:
-        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-    state = run.load() if resume else None
+    state = run.start(resume)
     env = make_env(config)
     policy = make_policy(config, env, value_head, run.policy_path() if state else None)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
@@ -261,22 +266,22 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
                                     options=_options(config, env, iteration))
             obs_frames = torch.stack(recorder.frames) if recorder else None
             metrics = episode_metrics(episodes)
-            batch = training_batch(episodes, config.is_text, obs_frames)
-            if value_head or config.epochs > 1 or 0 < config.minibatch_rows < len(batch["actions"]):
-                with torch.no_grad():  # the old policy, scored by the same teacher-forced pass the update uses
-                    old = policy.evaluate(batch)
-                batch["old_logprobs"] = old.logprob
-                if old.value is not None:
-                    batch["old_values"] = old.value
-            # else one step on the whole batch: the update's own log-probs are the old ones (ratio 1), no extra pass
-            batch.update(config.advantages(episodes, batch, policy))
-            rng = np.random.default_rng([config.seed, iteration, 2])
             blown = np.isfinite(metrics["kl"]) and metrics["kl"] > config.max_episode_kl
-            if blown:
+            if blown:  # checked first: a batch not trained on costs no scoring pass
                 warnings.warn(f"iteration {iteration + 1}: mean KL {metrics['kl']:.1f} nats exceeds max_episode_kl="
                               f"{config.max_episode_kl}; update skipped", RuntimeWarning, stacklevel=2)
                 update = {"skipped": 1, "epochs": 0}
             else:
+                batch = training_batch(episodes, config.is_text, obs_frames)
+                if value_head or config.epochs > 1 or 0 < config.minibatch_rows < len(batch["actions"]):
+                    with torch.no_grad():  # the old policy, scored by the same teacher-forced pass the update uses
+                        old = policy.evaluate(batch, entropy_grad=False)
+                    batch["old_logprobs"] = old.logprob
+                    if old.value is not None:
+                        batch["old_values"] = old.value
+                # else one step on the whole batch: the update's own log-probs are the old ones (ratio 1), no extra pass
+                batch.update(config.advantages(episodes, batch, policy))
+                rng = np.random.default_rng([config.seed, iteration, 2])
                 settings.train_policy = iteration >= warmup_iterations
                 extra = extra_loss_factory(policy, rng) if extra_loss_factory else None
                 update = ppo_update(policy, optimizer, batch, settings, rng, extra)
@@ -307,8 +312,3 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
     else:
         torch.save(policy.state_dict(), run.path / "policy.pt")
     return TrainResult(policy, run.rows, run.path)
-
-
-def replace(config: OnPolicyConfig, **changes) -> OnPolicyConfig:
-    """A copy of ``config`` with ``changes`` (validated again)."""
-    return dataclasses.replace(config, **changes)

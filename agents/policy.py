@@ -5,9 +5,10 @@ A policy is anything with two methods (no base class to inherit):
 * ``act(obs) -> Act``: sample actions for a batch of observations (numpy, as a vector env returns them), with
   their log-probabilities, the critic's values (None for a policy without one) and, optionally, the whole
   log-softmax the actions were drawn from (a text env's KL shaping uses it; see :mod:`textenv.kl`).
-* ``evaluate(batch) -> Evaluation``: log-probabilities, entropies and values of ``batch["actions"]`` under the
-  current parameters, with gradients, the shape of ``batch["actions"]``: ``(B,)`` steps of an MLP policy,
-  ``(B, T)`` tokens of an LM policy (:class:`agents.lm_policy.LMPolicy`).
+* ``evaluate(batch, entropy_grad=True) -> Evaluation``: log-probabilities, entropies and values of
+  ``batch["actions"]`` under the current parameters, with gradients (for the entropy only when
+  ``entropy_grad``), the shape of ``batch["actions"]``: ``(B,)`` steps of an MLP policy, ``(B, T)`` tokens of an
+  LM policy (:class:`agents.lm_policy.LMPolicy`).
 
 A policy that keeps state while acting (the LM's KV cache) also has ``start(env)`` (called after every reset
 of all envs) and ``advance(actions)`` (after every step); :mod:`agents.rollout` calls them when present.
@@ -51,7 +52,7 @@ class Evaluation:
 class Policy(Protocol):
     def act(self, obs) -> Act: ...
 
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> Evaluation: ...
+    def evaluate(self, batch: dict[str, torch.Tensor], entropy_grad: bool = True) -> Evaluation: ...
 
 
 def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:
@@ -85,9 +86,9 @@ class MLPCategoricalPolicy(nn.Module):
                  value: bool = True):
         super().__init__()
         if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"MLPCategoricalPolicy needs a Discrete action space, got {action_space}")
+            raise TypeError(f"MLPCategoricalPolicy needs a Discrete action space, got {action_space}")
         if not isinstance(observation_space, spaces.Box):
-            raise ValueError(
+            raise TypeError(
                 f"MLPCategoricalPolicy needs a Box observation space, got {type(observation_space).__name__}; "
                 f"for the text envs use agents.LMPolicy"
             )
@@ -114,7 +115,7 @@ class MLPCategoricalPolicy(nn.Module):
             raise RuntimeError("this policy was built with value=False and has no critic")
         return self.critic(self._flat(obs)).squeeze(-1)
 
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> Evaluation:
+    def evaluate(self, batch: dict[str, torch.Tensor], entropy_grad: bool = True) -> Evaluation:
         x = self._flat(batch["obs"])
         logprobs = torch.log_softmax(self.actor(x), -1)  # (B, A)
         logprob = logprobs.gather(1, batch["actions"].long()[:, None]).squeeze(1)

@@ -208,8 +208,6 @@ def run_episodes(envs, policy: Policy, seed: int | None = None, options: dict | 
         if supply is not None:
             supply(out.dist_logprobs if out.dist_logprobs is not None else out.logprob)
         obs, reward, terminated, truncated, infos = envs.step(out.action.numpy())
-        if hasattr(policy, "advance"):
-            policy.advance(out.action)
         actions.append(out.action)
         logprobs.append(out.logprob)
         if out.value is not None:
@@ -227,6 +225,8 @@ def run_episodes(envs, policy: Policy, seed: int | None = None, options: dict | 
         live[ended] = False
         if not live.any():
             break
+        if hasattr(policy, "advance"):  # after the check: no forward for a step nobody takes
+            policy.advance(out.action)
     else:
         raise RuntimeError(f"run_episodes: {int(live.sum())} episodes still running after max_steps={max_steps}")
     return EpisodeBatch(

@@ -87,7 +87,15 @@ class Run:
         self.ignore = ignore
         self.rows: list[dict[str, float]] = []
         self._tb = None
-        (self.path / "config.json").write_text(json.dumps(config_dict(config), indent=2) + "\n")
+
+    def start(self, resume: bool) -> dict[str, Any] | None:
+        """Begin the run: the checkpoint's state when resuming one (see :meth:`load`), else None after removing
+        any old checkpoint. ``config.json`` is written only once the config is accepted."""
+        if not resume:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        state = self.load() if resume else None
+        (self.path / "config.json").write_text(json.dumps(config_dict(self.config), indent=2) + "\n")
+        return state
 
     # ---------------------------------------------------------------- metrics
     def log(self, row: dict[str, float]) -> None:

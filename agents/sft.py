@@ -80,7 +80,7 @@ def train_sft(config: SFTConfig, run_dir: str | Path, resume: bool = True, progr
 
     torch.set_num_threads(config.threads)
     run = Run(run_dir, config, ignore=("threads", "checkpoint_every"))
-    state = run.load() if resume else None
+    state = run.start(resume)
     if finished(run, state):
         return run.path / "policy"
     records = load_demonstrations(config.data) if config.data else sample_demonstrations(config.num_demos, config.seed, config.mood)

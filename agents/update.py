@@ -39,7 +39,7 @@ class UpdateSettings:
     ent_coef: float = 0.0
     max_grad_norm: float = 1.0
     target_kl: float | None = None
-    """Stop the epochs early once the minibatch approx-KL exceeds ``1.5·target_kl`` (as SB3)."""
+    """Stop the epochs early, before stepping, once a minibatch's approx-KL exceeds ``1.5·target_kl`` (as SB3)."""
     train_policy: bool = True
     """False trains the value head only (value warm-up)."""
 
@@ -65,13 +65,14 @@ def ppo_update(
     stats: dict[str, list[float]] = defaultdict(list)
     skipped, epochs_run = 0, 0
     params = [p for p in policy.parameters() if p.requires_grad]
-    critic_only = None if settings.train_policy else set(map(id, policy.value_head.parameters()))
+    critic = getattr(policy, "value_head", None) or getattr(policy, "critic", None)
+    critic_only = None if settings.train_policy else set(map(id, critic.parameters()))
     for _ in range(settings.epochs):
         order = torch.as_tensor(rng.permutation(n))
         stop = False
         for start in range(0, n, size):
             mb = _take(batch, order[start : start + size])
-            out = policy.evaluate(mb)
+            out = policy.evaluate(mb, entropy_grad=settings.ent_coef > 0)
             advantages = mb["advantages"] if settings.train_policy else torch.zeros_like(mb["advantages"])
             old_logprobs = mb["old_logprobs"] if "old_logprobs" in mb else out.logprob.detach()
             terms = ppo_loss(
@@ -80,6 +81,9 @@ def ppo_update(
                 settings.ent_coef if settings.train_policy else 0.0,
             )
             loss = terms.loss  # in value warm-up: the value term only (zero advantages, no entropy bonus)
+            if settings.target_kl is not None and float(terms.approx_kl) > 1.5 * settings.target_kl:
+                stop = True  # the policy moved far enough: no step on this minibatch, no more epochs
+                break
             if extra_loss is not None and settings.train_policy:
                 ptx = extra_loss()
                 stats["ptx_loss"].append(ptx.item())
@@ -102,9 +106,6 @@ def ppo_update(
             for name in ("policy", "value", "entropy", "approx_kl", "clip_fraction"):
                 stats[f"{name}_loss" if name in ("policy", "value") else name].append(float(getattr(terms, name)))
             stats["grad_norm"].append(float(grad_norm))
-            if settings.target_kl is not None and float(terms.approx_kl) > 1.5 * settings.target_kl:
-                stop = True
-                break
         epochs_run += 1
         if stop:
             break

@@ -1,7 +1,7 @@
 """DPO on the built-in preference pairs, then a gold win rate against the base LM on held-out prompts.
 
 Shows: ``DPOConfig``/``train_dpo`` (no reward model, no sampling during training) and ``win_rate``. About a
-minute and a half on one CPU thread.
+minute on one CPU thread.
 
     python examples/dpo.py
 """

@@ -246,7 +246,7 @@ class KLShapingVector(_ReferenceMixin, gym.vector.VectorWrapper):
                 self.controller.update(float(self._episode_kl[finished].mean()), int(finished.sum()))
                 self._episode_kl[finished] = 0.0
         restarted = finished.nonzero().squeeze(1).tolist() if base.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP else []
-        if len(restarted) < n:  # rows that go on (or stay frozen) advance by their token
+        if len(restarted) < n and not bool(base.done.all()):  # rows that go on advance; all frozen: nothing to do
             self.ref.step(torch.where(live, tokens, torch.full_like(tokens, base.task.pad_token_id)))
         if restarted:
             self.ref.reset_rows(restarted, base.prompt_token_ids(restarted))

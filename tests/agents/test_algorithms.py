@@ -56,14 +56,15 @@ def test_group_estimators_raise_gold(tmp_path, base_samples, estimator):
 
 
 @pytest.mark.slow
-def test_dpo_beats_the_base_model_by_gold(tmp_path, base_samples):
+def test_dpo_beats_the_base_model_by_gold(tmp_path, lm_dir):
     from agents.dpo import DPOConfig, train_dpo
 
-    path = train_dpo(DPOConfig(max_pairs=3000, seed=0), tmp_path, progress=False)
-    base, before = base_samples
-    after = generate(LMPolicy.from_pretrained(path), eval_prompts(EVAL), seed=1)
+    path = train_dpo(DPOConfig(max_pairs=3000, lr=5e-4, seed=0), tmp_path, progress=False)
+    prompts = eval_prompts(256)
+    before = generate(LMPolicy.from_pretrained(lm_dir), prompts, seed=1)
+    after = generate(LMPolicy.from_pretrained(path), prompts, seed=1)
     result = win_rate(after.gold, before.gold)
-    assert result["rate"] > 0.62, result  # ties count half; the base against itself is at 0.5
+    assert result["rate"] > 0.62, result  # measured 0.70 (s.e. about 0.03); the base against itself is at 0.5
 
 
 def test_sft_shifts_likelihood_towards_the_demonstrated_mood(tmp_path, lm_dir):
@@ -221,3 +222,87 @@ def test_ipo_trains_and_dpo_resumes(tmp_path):
     assert torch.load(tmp_path / "checkpoint" / STATE, weights_only=False)["step"] == 4
     with pytest.raises(ValueError, match="label_smoothing applies to loss_type='sigmoid' only"):
         DPOConfig(loss_type="ipo", label_smoothing=0.1)
+
+
+def _episodes(rewards, valid, terminated, truncated):
+    from agents.rollout import EpisodeBatch
+
+    as_t = lambda x, dtype=torch.float32: torch.tensor(x, dtype=dtype)
+    T, N = len(rewards), len(rewards[0])
+    return EpisodeBatch(torch.zeros(T, N, dtype=torch.long), torch.zeros(T, N), as_t(rewards), as_t(valid, torch.bool),
+                        as_t(terminated, torch.bool), as_t(truncated, torch.bool), None, [None] * N, [{}] * N)
+
+
+def test_ppo_advantages_on_the_token_layout_by_hand():
+    # env 0: 3 tokens, EOS at t=2 with reward 2; env 1: cut at the cap after 2 tokens with reward 5 (no bootstrap)
+    episodes = _episodes([[0, 0], [0, 5], [2, 0]], [[1, 1], [1, 1], [1, 0]], [[0, 0], [0, 0], [1, 0]], [[0, 0], [0, 1], [0, 0]])
+    batch = {"old_values": torch.tensor([[1.0, 1.0, 1.0], [0.5, 0.5, 9.0]]),  # (N, T); 9.0 is past the end
+             "mask": torch.tensor([[True, True, True], [True, True, False]])}
+    out = PPOConfig(gamma=1.0, lam=1.0, whiten_advantages=False).advantages(episodes, batch, None)
+    # γ=λ=1: A_t = (sum of rewards from t) − V_t; the return target is the sum of rewards from t
+    torch.testing.assert_close(out["returns"], torch.tensor([[2.0, 2.0, 2.0], [5.0, 5.0, 0.0]]))
+    torch.testing.assert_close(out["advantages"], torch.tensor([[1.0, 1.0, 1.0], [4.5, 4.5, 0.0]]))
+    out = PPOConfig(gamma=1.0, lam=0.5, whiten_advantages=False).advantages(episodes, batch, None)
+    # λ=0.5, env 0: δ = (0+1−1, 0+1−1, 2−1) = (0, 0, 1) → A = (0.25, 0.5, 1); env 1: δ = (0, 4.5) → A = (2.25, 4.5)
+    torch.testing.assert_close(out["advantages"], torch.tensor([[0.25, 0.5, 1.0], [2.25, 4.5, 0.0]]))
+
+
+def test_group_advantages_broadcast_to_every_token():
+    episodes = _episodes([[1.0, 3.0, 0.0, 0.0], [0.0, 0.0, 2.0, 6.0]], [[1] * 4, [1] * 4], [[0] * 4, [1] * 4], [[0] * 4] * 2)
+    batch = {"actions": torch.zeros(4, 2, dtype=torch.long)}
+    out = PGConfig(estimator="rloo", group_size=2).advantages(episodes, batch, None)["advantages"]
+    # returns (1, 3 | 2, 6): RLOO = own − the other's → (−2, 2 | −4, 4), the same on both tokens
+    torch.testing.assert_close(out, torch.tensor([[-2.0, -2.0], [2.0, 2.0], [-4.0, -4.0], [4.0, 4.0]]))
+
+
+def test_ptx_changes_the_update(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the pasta was great .\n")
+    plain = train_ppo(_small_ppo(iterations=1, kl_target=None), tmp_path / "a", progress=False).policy
+    mixed = train_ppo(_small_ppo(iterations=1, kl_target=None, ptx_coef=1.0, ptx_data=str(corpus)), tmp_path / "b",
+                      progress=False).policy
+    assert any(not torch.equal(p, q) for p, q in zip(plain.model.parameters(), mixed.model.parameters()))
+
+
+def test_env_kwargs_cannot_override_the_agents_fields():
+    with pytest.raises(ValueError, match=r"env_kwargs sets \['max_new_tokens'\]; set the config fields"):
+        PPOConfig(env_kwargs={"max_new_tokens": 8})
+    with pytest.raises(ValueError, match="must be in 'policy' mode"):
+        PGConfig(env_kwargs={"kl_mode": "reference"})
+
+
+def test_value_warmup_with_an_mlp_critic(tmp_path):
+    config = PPOConfig(env_id="textenv/Bandit-v0", iterations=2, prompts_per_iter=8, kl_coef=0.0, value_warmup_iters=1)
+    rows = train_ppo(config, tmp_path, progress=False).rows
+    assert len(rows) == 2 and rows[0]["policy_loss"] == 0.0  # warm-up: no policy gradient
+
+
+def test_a_refused_resume_leaves_the_run_untouched(tmp_path):
+    train_ppo(_small_ppo(iterations=1), tmp_path, progress=False)
+    saved = (tmp_path / "config.json").read_text()
+    with pytest.raises(ValueError, match="different config"):
+        train_ppo(_small_ppo(iterations=1, lr=0.5), tmp_path, progress=False)
+    assert (tmp_path / "config.json").read_text() == saved
+
+
+def test_bench_config_errors():
+    from agents.bench import BenchConfig
+
+    with pytest.raises(ValueError, match=r"best_of_n=\(0, 4\)"):
+        BenchConfig(best_of_n=(0, 4))
+    with pytest.raises(ValueError, match="no repeats"):
+        BenchConfig(seeds=(1, 1))
+    with pytest.raises(ValueError, match="must be a multiple of group_size=4"):
+        BenchConfig(completions_per_iter=10)
+
+
+def test_mlp_policy_refuses_spaces_it_cannot_handle():
+    from gymnasium import spaces
+
+    from agents import MLPCategoricalPolicy
+
+    box = spaces.Box(0.0, 1.0, (3,))
+    with pytest.raises(TypeError, match=r"needs a Box observation space, got Dict; for the text envs use agents.LMPolicy"):
+        MLPCategoricalPolicy(spaces.Dict({"input_ids": box}), spaces.Discrete(2))
+    with pytest.raises(TypeError, match="needs a Discrete action space"):
+        MLPCategoricalPolicy(box, box)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from agents.cli import main
@@ -47,4 +48,5 @@ def test_bench_writes_a_table_and_a_frontier(tmp_path, capsys):
     assert "| grpo |" in table and "| ppo |" in table and "best-of-2" in table and "initial model" in table
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert {r["agent"] for r in rows} == {"grpo", "ppo"} and all(r["kl"] >= -1 for r in rows)
+    assert {r["agent"] for r in rows} == {"grpo", "ppo"}
+    assert all(np.isfinite([r["proxy"], r["gold"], r["kl"], r["train_s"]]).all() for r in rows)
