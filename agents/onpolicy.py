@@ -8,9 +8,10 @@ and run :func:`agents.update.ppo_update`. Metrics per iteration (proxy reward, g
 wall time) go to ``metrics.csv`` and TensorBoard; checkpoints are atomic and a run resumes where it stopped
 with the same numbers as an uninterrupted one (tested).
 
-An env id with a ``vector_entry_point`` (``textenv/Sentiment-v0``) is a text env and gets an
-:class:`agents.lm_policy.LMPolicy`; any other env id with a ``Box`` observation and ``Discrete`` actions
-(``textenv/Bandit-v0``) gets an :class:`agents.policy.MLPCategoricalPolicy`.
+An env id whose vector entry point is textenv's batched text env (``textenv/Sentiment-v0``) gets an
+:class:`agents.lm_policy.LMPolicy`; any other env id with a ``Box`` observation
+(``textenv/Bandit-v0``, ``CartPole-v1``) gets an MLP policy (:func:`agents.policy.make_mlp_policy`: categorical
+for discrete actions, Gaussian for continuous ones).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from agents.lm_policy import LMPolicy
-from agents.policy import MLPCategoricalPolicy
+from agents.policy import make_mlp_policy
 from agents.rollout import EpisodeBatch, run_episodes
 from agents.run import Run, check_range
 from agents.update import TrainingDiverged, UpdateSettings, ppo_update
@@ -122,7 +123,11 @@ class OnPolicyConfig:
 
     @property
     def is_text(self) -> bool:
-        return gym.spec(self.env_id).vector_entry_point is not None
+        """A text env: its vector entry point is textenv's batched text env (``CartPole-v1`` has one too)."""
+        from textenv.registration import make_sentiment_vector
+
+        entry = gym.spec(self.env_id).vector_entry_point
+        return entry is make_sentiment_vector or entry == "textenv.registration:make_sentiment_vector"
 
     def update_settings(self) -> UpdateSettings:
         return UpdateSettings(self.epochs, self.minibatch_rows, self.clip, None, 0.0, self.ent_coef, self.max_grad_norm)
@@ -163,7 +168,7 @@ def make_policy(config: OnPolicyConfig, env, value_head: bool, path: str | Path 
                 f"({env.unwrapped.task.model_name}); the policy must use the env's tokenizer"
             )
         return policy
-    policy = MLPCategoricalPolicy(env.single_observation_space, env.single_action_space, value=value_head)
+    policy = make_mlp_policy(env.single_observation_space, env.single_action_space, value=value_head)
     if path is not None:
         policy.load_state_dict(torch.load(Path(path).parent / "policy.pt"))
     return policy

@@ -45,8 +45,9 @@ def _supply(envs):
 
 
 def _row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
-    """Sub-env ``i``'s entries of a vector env's batched info dict."""
-    return {k: v[i] for k, v in infos.items() if not k.startswith("_") and f"_{k}" in infos and infos[f"_{k}"][i]}
+    """Sub-env ``i``'s entries of a vector env's batched info dict (nested dicts, e.g. ``episode``, too)."""
+    return {k: _row_info(v, i) if isinstance(v, dict) else v[i] for k, v in infos.items()
+            if not k.startswith("_") and f"_{k}" in infos and infos[f"_{k}"][i]}
 
 
 def _obs_tensor(obs) -> torch.Tensor | dict[str, torch.Tensor]:

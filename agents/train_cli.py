@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def _algorithms() -> dict:
+    from agents.control import ControlPPOConfig, train_control_ppo
     from agents.dpo import DPOConfig, train_dpo
     from agents.pg import PGConfig, train_pg
     from agents.ppo import PPOConfig, train_ppo
@@ -28,6 +29,7 @@ def _algorithms() -> dict:
         "reinforce": (PGConfig, train_pg, {"estimator": "reinforce"}),
         "sft": (SFTConfig, train_sft, {}),
         "dpo": (DPOConfig, train_dpo, {}),
+        "ppo-control": (ControlPPOConfig, train_control_ppo, {}),
     }
 
 
@@ -78,9 +80,11 @@ def _train(args) -> None:
     rows = getattr(result, "rows", None)
     if rows:
         last = rows[-1]
-        shown = {k: round(v, 4) for k, v in last.items() if k in ("iteration", "return", "proxy", "gold", "kl", "beta", "time_s")}
+        keys = ("iteration", "steps", "return", "episode_return", "proxy", "gold", "kl", "beta", "steps_per_s", "time_s")
+        shown = {k: round(v, 4) for k, v in last.items() if k in keys}
         print(f"last iteration: {shown}")
-    print(f"run directory: {out} (metrics.csv, tb/, checkpoint/); trained policy: {out / 'policy'}")
+    policy = out / "policy.pt" if (out / "policy.pt").exists() else out / "policy"
+    print(f"run directory: {out} (metrics.csv, tb/, checkpoint/); trained policy: {policy}")
 
 
 def _rlhf(args) -> None:
@@ -120,7 +124,8 @@ def add_commands(sub) -> None:
     from agents.bench import BenchConfig
     from agents.pipeline import RLHFConfig
 
-    p = sub.add_parser("train", help="train one agent (ppo, grpo, rloo, reinforce, sft, dpo); resumes by default")
+    p = sub.add_parser("train", help="train one agent (ppo, grpo, rloo, reinforce, sft, dpo on text envs; "
+                                     "ppo-control on control tasks such as Hopper-v5); resumes by default")
     algos = p.add_subparsers(dest="algorithm", required=True)
     for name, (config_cls, _, preset) in _algorithms().items():
         a = algos.add_parser(name, help=f"{config_cls.__name__}{' ' + str(preset) if preset else ''}",

@@ -1,1 +1,13 @@
-"""Embodied tasks (MuJoCo through Gymnasium, domain randomization, offline datasets). Not yet populated."""
+"""Embodied tasks: the Gymnasium MuJoCo v5 tasks, domain randomization for sim-to-real, evaluation.
+
+Importing it registers ``robotics/<Task>-DR-v0`` for InvertedPendulum, Reacher, Hopper, HalfCheetah, Walker2d
+and Ant (see :mod:`robotics.tasks`).
+"""
+
+from robotics.randomization import DomainRandomization, RandomizationConfig
+from robotics.tasks import RANDOMIZED, TASKS, check_env_id, make_env, register_tasks
+
+__all__ = ["RANDOMIZED", "TASKS", "DomainRandomization", "RandomizationConfig", "check_env_id", "make_env",
+           "register_tasks"]
+
+register_tasks()

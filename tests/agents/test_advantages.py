@@ -139,10 +139,13 @@ def test_gae_keeps_float64_precision(seed):
     _check_against_reference(seed, torch.float64)
 
 
-def test_gae_refuses_a_step_both_terminated_and_truncated():
+def test_gae_treats_terminated_and_truncated_together_as_terminated():
+    # an episode that falls on the last step its time limit allows: Gymnasium sets both flags; nothing is bootstrapped
     both = _bools([[F, F], [T_, F], [F, F], [F, F]])
-    with pytest.raises(ValueError, match="both terminated and truncated"):
-        gae(REWARDS, VALUES, both, both, NEXT_VALUE)
+    big = torch.full_like(VALUES, 1000.0)
+    adv_both, _ = gae(REWARDS, VALUES, both, both, NEXT_VALUE, bootstrap=big, gamma=0.9, lam=0.8)
+    adv_term, _ = gae(REWARDS, VALUES, both, torch.zeros_like(both), NEXT_VALUE, bootstrap=big, gamma=0.9, lam=0.8)
+    torch.testing.assert_close(adv_both, adv_term)
 
 
 @pytest.mark.parametrize("name", ["values", "terminated", "truncated"])

@@ -1,0 +1,67 @@
+"""The Gymnasium MuJoCo v5 tasks, their domain-randomized variants, and the standard wrappers.
+
+| id | obs | action | episode | randomized variant |
+|---|---|---|---|---|
+| ``InvertedPendulum-v5`` | 4 | 1 | 1000 steps | ``robotics/InvertedPendulum-DR-v0`` |
+| ``Reacher-v5`` | 10 | 2 | 50 steps | ``robotics/Reacher-DR-v0`` |
+| ``Hopper-v5`` | 11 | 3 | 1000 steps | ``robotics/Hopper-DR-v0`` |
+| ``HalfCheetah-v5`` | 17 | 6 | 1000 steps | ``robotics/HalfCheetah-DR-v0`` |
+| ``Walker2d-v5`` | 17 | 6 | 1000 steps | ``robotics/Walker2d-DR-v0`` |
+| ``Ant-v5`` | 105 | 8 | 1000 steps | ``robotics/Ant-DR-v0`` |
+
+The MuJoCo tasks need the ``mujoco`` extra (``pip install "textenv[mujoco]"``). Importing :mod:`robotics`
+registers the ``robotics/*-DR-v0`` ids: ``gymnasium.make("robotics/Hopper-DR-v0")`` is ``Hopper-v5`` inside a
+:class:`robotics.randomization.DomainRandomization` with the default ranges (``config=``/``fixed=`` keyword
+arguments override them); its ``unwrapped`` is the MuJoCo env itself, so ``set_state`` works.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from robotics.randomization import DomainRandomization, RandomizationConfig
+
+TASKS = ("InvertedPendulum-v5", "Reacher-v5", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5")
+RANDOMIZED = {f"robotics/{task.split('-')[0]}-DR-v0": task for task in TASKS}
+
+
+def make_randomized(task: str, config: RandomizationConfig | None = None, fixed: dict | None = None, **kwargs) -> gym.Env:
+    """``task`` (a MuJoCo id) inside :class:`DomainRandomization`; ``kwargs`` go to ``gymnasium.make``."""
+    return DomainRandomization(gym.make(task, **kwargs), config, fixed)
+
+
+def register_tasks() -> None:
+    """Register the ``robotics/*-DR-v0`` ids (idempotent)."""
+    for env_id, task in RANDOMIZED.items():
+        if env_id not in gym.registry:  # the inner gym.make(task) brings the task's own TimeLimit
+            gym.register(id=env_id, entry_point="robotics.tasks:make_randomized", kwargs={"task": task})
+
+
+def check_env_id(env_id: str) -> str:
+    """``env_id`` if registered, else a ``ValueError`` listing the robotics ids (and the MuJoCo install hint)."""
+    if env_id in gym.registry:
+        return env_id
+    known = [*TASKS, *RANDOMIZED]
+    raise ValueError(f"unknown env id {env_id!r}; the robotics tasks are {known} (MuJoCo ones need "
+                     f"pip install \"textenv[mujoco]\"), and any other registered Gymnasium id works")
+
+
+def make_env(env_id: str, normalize_obs: bool = False, normalize_reward: bool = False, gamma: float = 0.99,
+             clip_obs: float = 10.0, **kwargs) -> gym.Env:
+    """``gymnasium.make(env_id)`` with the standard wrappers of continuous control, outermost last:
+
+    ``RecordEpisodeStatistics`` (``info["episode"]`` with the *raw* return and length), ``ClipAction`` (the
+    policy's Gaussian samples are clipped to the action bounds), then optionally ``NormalizeObservation`` +
+    ``TransformObservation`` (clip to ±``clip_obs``) and ``NormalizeReward`` (scaled by a running estimate of
+    the discounted return's std, as SB3's ``VecNormalize``).
+    """
+    env = gym.make(check_env_id(env_id), **kwargs)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if isinstance(env.action_space, gym.spaces.Box):
+        env = gym.wrappers.ClipAction(env)
+    if normalize_obs:
+        env = gym.wrappers.NormalizeObservation(env)
+        env = gym.wrappers.TransformObservation(env, lambda o: o.clip(-clip_obs, clip_obs), env.observation_space)
+    if normalize_reward:
+        env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+    return env

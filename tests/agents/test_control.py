@@ -1,0 +1,97 @@
+"""PPO and REINFORCE on control tasks with the same core as the text agents; the Gaussian policy's maths."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from agents import PGConfig, train_pg
+from agents.control import ControlPPOConfig, ReturnScaler, train_control_ppo
+from agents.policy import MLPGaussianPolicy, RunningNorm, make_mlp_policy
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def test_gaussian_log_prob_and_entropy_match_torch_distributions():
+    policy = MLPGaussianPolicy(spaces.Box(-1, 1, (4,)), spaces.Box(-1, 1, (2,)), log_std_init=-0.3)
+    obs, actions = torch.randn(6, 4), torch.randn(6, 2)
+    out = policy.evaluate({"obs": obs, "actions": actions})
+    dist = torch.distributions.Normal(policy.actor(obs), policy.log_std.exp())
+    torch.testing.assert_close(out.logprob, dist.log_prob(actions).sum(-1))
+    torch.testing.assert_close(out.entropy, dist.entropy().sum(-1))
+    act = policy.act(obs.numpy())
+    torch.testing.assert_close(act.logprob, policy.evaluate({"obs": obs, "actions": act.action}).logprob.detach())
+
+
+def test_running_norm_matches_numpy_over_batches():
+    data = np.random.default_rng(0).normal(3.0, 2.0, size=(300, 5))
+    norm = RunningNorm((5,))
+    for chunk in np.split(data, [7, 100, 250]):
+        norm.update(torch.as_tensor(chunk))
+    np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-4)
+
+
+def test_return_scaler_divides_by_the_std_of_discounted_returns():
+    scaler = ReturnScaler(num_envs=1, gamma=0.0)  # γ = 0: the "return" is the reward itself
+    rewards = torch.full((50, 1), 4.0)
+    rewards[::2] = -4.0
+    scaled = scaler(rewards, torch.zeros(50, 1, dtype=torch.bool))
+    assert scaled[-10:].abs().max() == pytest.approx(1.0, abs=0.05)  # ±4 over a std of about 4
+
+
+def test_mlp_policies_refuse_what_they_cannot_handle():
+    with pytest.raises(TypeError, match="1-D Box action space"):
+        MLPGaussianPolicy(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2, 2)))
+    with pytest.raises(TypeError, match="Box observation space, got Dict"):
+        make_mlp_policy(spaces.Dict({"x": spaces.Box(-1, 1, (3,))}), spaces.Box(-1, 1, (2,)))
+    with pytest.raises(TypeError, match="no MLP policy for action space"):
+        make_mlp_policy(spaces.Box(-1, 1, (3,)), spaces.MultiBinary(3))
+
+
+def test_control_config_errors():
+    with pytest.raises(ValueError, match=r"unknown env id 'Nope-v0'; the robotics tasks are"):
+        ControlPPOConfig(env_id="Nope-v0")
+    with pytest.raises(ValueError, match=r"batch_size=4096 is larger than a rollout"):
+        ControlPPOConfig(n_steps=1024, batch_size=4096)
+    with pytest.raises(ValueError, match=r"gamma=1.5 is out of range"):
+        ControlPPOConfig(gamma=1.5)
+
+
+def test_reinforce_learns_cartpole(tmp_path):
+    config = PGConfig(env_id="CartPole-v1", estimator="reinforce", prompts_per_iter=1, group_size=16, iterations=30,
+                      lr=1e-2, kl_coef=0.0, seed=0)
+    rows = train_pg(config, tmp_path, progress=False).rows
+    assert rows[0]["return"] < 40  # random play: about 22 steps
+    assert np.mean([r["return"] for r in rows[-5:]]) > 200  # measured: 500 (the cap) from iteration 25
+
+
+@pytest.mark.slow
+def test_ppo_solves_inverted_pendulum(tmp_path):
+    pytest.importorskip("mujoco")
+    from robotics.evaluation import evaluate_policy
+
+    config = ControlPPOConfig(env_id="InvertedPendulum-v5", total_steps=30_720, n_steps=1024, seed=0)
+    result = train_control_ppo(config, tmp_path, progress=False)
+    assert evaluate_policy(result.policy, "InvertedPendulum-v5", episodes=10, seed=0).mean >= 950  # measured 1000
+    assert result.rows[0]["episode_return"] < 100  # the untrained policy falls within a few dozen steps
+    assert (tmp_path / "policy.pt").exists() and (tmp_path / "metrics.csv").exists()
+
+
+def test_control_ppo_resumes_and_is_deterministic(tmp_path):
+    pytest.importorskip("mujoco")
+    config = ControlPPOConfig(env_id="InvertedPendulum-v5", total_steps=1024, n_steps=256, batch_size=64,
+                              normalize_obs=True, normalize_reward=True, checkpoint_every=2, seed=1)
+    a = train_control_ppo(config, tmp_path / "a", progress=False).rows
+    b = train_control_ppo(config, tmp_path / "b", progress=False).rows
+    drop = lambda rows: [{k: v for k, v in r.items() if k not in ("time_s", "steps_per_s")} for r in rows]  # noqa: E731
+    assert drop(a) == drop(b)
+    more = ControlPPOConfig(**{**config.__dict__, "total_steps": 2048})
+    resumed = train_control_ppo(more, tmp_path / "a", progress=False)
+    assert [r["iteration"] for r in resumed.rows] == list(range(1, 9))
+    saved = torch.load(tmp_path / "a" / "policy.pt")
+    assert saved["norm.count"] > 2000  # observation statistics travel with the policy
