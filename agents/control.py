@@ -79,6 +79,8 @@ class ControlPPOConfig:
     """torch threads."""
     checkpoint_every: int = 10
     """Iterations between checkpoints."""
+    gif: bool = False
+    """At the end, write ``episode.gif`` of one deterministic episode (skipped where the machine cannot render)."""
 
     def __post_init__(self):
         for name in ("total_steps", "num_envs", "n_steps", "batch_size", "epochs", "threads", "checkpoint_every"):
@@ -158,7 +160,7 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
     from tqdm.auto import tqdm
 
     torch.set_num_threads(config.threads)
-    run = Run(run_dir, config, ignore=("total_steps", "threads", "checkpoint_every"))
+    run = Run(run_dir, config, ignore=("total_steps", "threads", "checkpoint_every", "gif"))
     state = run.start(resume)
     envs = make_vector_env(config)
     torch.manual_seed(config.seed)
@@ -216,6 +218,10 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
         bar.close()
         run.close()
     plot_learning_curve(run.rows, run.path / "learning_curve.png", config.env_id)
+    if config.gif:
+        from robotics.render import record_gif
+
+        record_gif(policy, config.env_id, run.path / "episode.gif", seed=config.seed)
     return ControlResult(policy, run.rows, run.path)
 
 

@@ -34,7 +34,7 @@ def main(argv=None) -> None:
         curve = []
 
         def callback(row, policy, curve=curve, seed=seed):
-            if row["steps"] % args.eval_every < 2048 or row["steps"] >= args.steps:
+            if row["steps"] % args.eval_every < 2048 or row["iteration"] == config.iterations:
                 ev = evaluate_policy(policy, args.env, episodes=10, seed=seed)
                 curve.append({"steps": row["steps"], "eval_mean": ev.mean, "eval_std": ev.std,
                               "train_return": row["episode_return"], "steps_per_s": row["steps_per_s"]})

@@ -1,6 +1,7 @@
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup fails in milliseconds instead of ~47 s of retries
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo: no checker or renderer may try to open a window
 
 import pytest
 import torch

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -12,8 +10,6 @@ from gymnasium import spaces
 from agents import PGConfig, train_pg
 from agents.control import ControlPPOConfig, ReturnScaler, train_control_ppo
 from agents.policy import MLPGaussianPolicy, RunningNorm, make_mlp_policy
-
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def test_gaussian_log_prob_and_entropy_match_torch_distributions():
