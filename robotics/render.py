@@ -25,6 +25,8 @@ def record_gif(policy, env_id: str, path: str | os.PathLike, seed: int = 0, max_
 
     try:
         env = gym.make(env_id, render_mode="rgb_array", width=size, height=size)
+        if _has_camera(env, "track"):  # the locomotion tasks' tracking camera keeps the robot in view
+            env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, camera_name="track")
         obs, _ = env.reset(seed=seed)
         frames = [env.render()]
     except Exception as error:  # no GL context, missing libraries: skip cleanly
@@ -44,3 +46,10 @@ def record_gif(policy, env_id: str, path: str | os.PathLike, seed: int = 0, max_
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 * every / fps), loop=0)
     return path
+
+
+def _has_camera(env, name: str) -> bool:
+    import mujoco
+
+    model = env.unwrapped.model
+    return any(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) == name for i in range(model.ncam))
