@@ -52,7 +52,8 @@ def gae(
     _check_shapes(rewards, values=values, terminated=terminated, truncated=truncated)
     truncated = truncated & ~terminated  # both set (a fall on the time limit's last step): the episode terminated
     # the recursion runs in numpy: a per-step torch op costs ~20 µs, which at N = 1 env dominates a 2048-step rollout
-    v = values.detach().cpu().numpy()
+    work = values.detach().cpu()
+    v = (work if work.dtype in (torch.float32, torch.float64) else work.float()).numpy()  # numpy has no bfloat16
     r, nv = rewards.detach().cpu().numpy().astype(v.dtype), next_value.detach().cpu().numpy().astype(v.dtype)
     boot = np.zeros_like(v) if bootstrap is None else bootstrap.detach().cpu().numpy().astype(v.dtype)
     alive = (~terminated).cpu().numpy().astype(v.dtype)  # casts keep float64 inputs in float64
@@ -66,7 +67,7 @@ def gae(
         delta = r[t] + v.dtype.type(gamma) * following * alive[t] - v[t]
         last = delta + gl * last * cont[t]
         adv[t] = last
-    advantages = torch.from_numpy(adv).to(values.device)
+    advantages = torch.from_numpy(adv).to(device=values.device, dtype=values.dtype)
     return advantages, advantages + values
 
 

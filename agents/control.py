@@ -163,6 +163,9 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
     run = Run(run_dir, config, ignore=("total_steps", "threads", "checkpoint_every", "gif"))
     state = run.start(resume)
     envs = make_vector_env(config)
+    if config.normalize_obs and not isinstance(envs.single_action_space, gym.spaces.Box):
+        raise ValueError(f"normalize_obs=True needs the Gaussian policy (a Box action space); {config.env_id} has "
+                         f"{envs.single_action_space}")
     torch.manual_seed(config.seed)
     policy = make_mlp_policy(envs.single_observation_space, envs.single_action_space, value=True, hidden=config.hidden,
                              **({"log_std_init": config.log_std_init, "normalize_obs": config.normalize_obs}
@@ -176,6 +179,7 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
         start, elapsed, steps = state["iteration"], state["elapsed"], state["steps"]
         if scaler is not None:
             scaler.load_state_dict(state["scaler"])
+            scaler.ret[:] = 0.0  # the envs restart from a reset: no episode is under way
     rollout = start_rollout(envs, seed=config.seed + 1000 * start)
     settings = UpdateSettings(config.epochs, config.batch_size, config.clip, config.value_clip, config.vf_coef,
                               config.ent_coef, config.max_grad_norm, config.target_kl)

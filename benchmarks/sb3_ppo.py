@@ -5,7 +5,11 @@ Both run SB3's PPO defaults (or the values given): ``n_steps``, ``batch_size``, 
 asked. Reports env steps/s and the final evaluation return (the shared protocol of
 :mod:`robotics.evaluation`: deterministic actions, ``--eval-episodes`` episodes on fixed seeds) of each, and the ratio of steps/s ours / SB3.
 
-    MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/sb3_ppo.py --env InvertedPendulum-v5 --steps 30000 --seeds 0 1
+    MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/sb3_ppo.py --env InvertedPendulum-v5 --steps 30720 --seeds 0 1
+
+Timing covers ``learn`` on both sides (ours: ``train_control_ppo``, which also writes its CSV, checkpoints and
+learning curve). Known differences: advantages are whitened over the whole rollout (SB3: per minibatch), the value
+loss is ``½·MSE`` (SB3: ``MSE``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ def run_sb3(args, seed: int) -> dict:
     model.learn(args.steps)
     seconds = time.perf_counter() - tick
     ev = evaluate(lambda o: model.predict(o, deterministic=True)[0], args.env, args.eval_episodes, seed)
-    return {"impl": "sb3", "seed": seed, "steps_per_s": args.steps / seconds, "eval_mean": ev.mean, "eval_std": ev.std}
+    steps = int(model.num_timesteps)  # SB3 rounds the budget up to whole rollouts
+    return {"impl": "sb3", "seed": seed, "steps": steps, "steps_per_s": steps / seconds, "eval_mean": ev.mean,
+            "eval_std": ev.std}
 
 
 def run_ours(args, seed: int, out: Path) -> dict:
@@ -45,13 +51,15 @@ def run_ours(args, seed: int, out: Path) -> dict:
     result = train_control_ppo(config, out / f"ours-s{seed}", resume=False, progress=False)
     seconds = time.perf_counter() - tick
     ev = evaluate_policy(result.policy, args.env, args.eval_episodes, seed)
-    return {"impl": "ours", "seed": seed, "steps_per_s": args.steps / seconds, "eval_mean": ev.mean, "eval_std": ev.std}
+    steps = int(result.rows[-1]["steps"])  # ours rounds it down
+    return {"impl": "ours", "seed": seed, "steps": steps, "steps_per_s": steps / seconds, "eval_mean": ev.mean,
+            "eval_std": ev.std}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="InvertedPendulum-v5")
-    parser.add_argument("--steps", type=int, default=30_000)
+    parser.add_argument("--steps", type=int, default=30_720)
     parser.add_argument("--n-steps", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10)
@@ -62,6 +70,8 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--out", default="runs/bench_sb3_ppo")
     args = parser.parse_args(argv)
+    if args.steps % args.n_steps:
+        parser.error(f"--steps {args.steps} must be a multiple of --n-steps {args.n_steps} (both sides then run the same steps)")
     torch.set_num_threads(1)
     out = Path(args.out)
     rows = []

@@ -2,7 +2,8 @@
 
 Shows: ``robotics/Hopper-DR-v0`` (masses ×0.8–1.2, friction ×0.7–1.3, damping ×0.8–1.2, actuator gain
 ×0.9–1.1 per episode), ``ControlPPOConfig``, and the shared evaluation protocol on the nominal model and on
-"real" dynamics the policies never saw (mass +30%, friction −30%, and a harsher mass +50%, gain −20%).
+"real" dynamics outside (or, for friction −30%, at the edge of) the training ranges: mass +30%, friction −30%,
+and a harsher mass +50%, gain −20%.
 Writes ``runs/examples/sim_to_real/returns.png``. About 3 minutes on one CPU thread (2 × 200k steps).
 
     MUJOCO_GL=egl python examples/sim_to_real.py

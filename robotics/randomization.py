@@ -75,8 +75,8 @@ class DomainRandomization(gym.Wrapper):
         env: a Gymnasium MuJoCo env (anything whose ``unwrapped`` has a ``model``).
         config: the ranges; default :class:`RandomizationConfig()`.
         fixed: shifted-dynamics mode: ``{name: value}`` for any of ``mass``, ``friction``, ``damping``, ``gain``,
-            ``obs_noise``, ``action_delay``; these are used every episode instead of being sampled (values
-            outside the training ranges are the point).
+            ``obs_noise``, ``action_delay``, used every episode; in this mode nothing is sampled, and what is not
+            named stays nominal (scale 1, no noise, no delay). Values outside the training ranges are the point.
 
     ``info["randomization"]`` holds the episode's values ``{"mass": ..., ..., "action_delay": ...}`` on reset and
     on every step.
@@ -95,6 +95,12 @@ class DomainRandomization(gym.Wrapper):
             raise ValueError(f"fixed has unknown keys {unknown}; expected some of {sorted(known)}")
         for name, value in fixed.items():
             _check_range(f"fixed[{name!r}]", (value, value), allow_zero=name in ("obs_noise", "action_delay"))
+        if "action_delay" in fixed:
+            if not float(fixed["action_delay"]).is_integer():
+                raise ValueError(f"fixed['action_delay']={fixed['action_delay']!r}: expected a whole number of steps")
+            fixed["action_delay"] = int(fixed["action_delay"])
+        if fixed:  # shifted-dynamics mode: everything not named is nominal, nothing is sampled
+            fixed = {**dict.fromkeys(SCALES, 1.0), "obs_noise": 0.0, "action_delay": 0, **fixed}
         self.fixed = fixed
         self._nominal = {
             "body_mass": model.body_mass.copy(), "body_inertia": model.body_inertia.copy(),
@@ -129,7 +135,7 @@ class DomainRandomization(gym.Wrapper):
         return self._noisy(obs), {**info, "randomization": dict(self.params)}
 
     def step(self, action):
-        self._queue.append(np.asarray(action))
+        self._queue.append(np.array(action, copy=True))  # the caller may reuse its buffer
         obs, reward, terminated, truncated, info = self.env.step(self._queue.popleft())
         return self._noisy(obs), reward, terminated, truncated, {**info, "randomization": dict(self.params)}
 

@@ -23,15 +23,16 @@ def record_gif(policy, env_id: str, path: str | os.PathLike, seed: int = 0, max_
     import gymnasium as gym
     from PIL import Image
 
+    env = gym.make(env_id, render_mode="rgb_array", width=size, height=size)
+    if _has_camera(env, "track"):  # the locomotion tasks' tracking camera keeps the robot in view
+        env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, camera_name="track")
+    obs, _ = env.reset(seed=seed)
     try:
-        env = gym.make(env_id, render_mode="rgb_array", width=size, height=size)
-        if _has_camera(env, "track"):  # the locomotion tasks' tracking camera keeps the robot in view
-            env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, camera_name="track")
-        obs, _ = env.reset(seed=seed)
-        frames = [env.render()]
-    except Exception as error:  # no GL context, missing libraries: skip cleanly
+        frames = [env.render()]  # the first frame creates the GL context: the only step allowed to fail here
+    except Exception as error:  # noqa: BLE001  (no GL backend, missing libraries: skip cleanly)
         warnings.warn(f"cannot render {env_id} here ({type(error).__name__}: {error}); set MUJOCO_GL=egl or osmesa",
                       RuntimeWarning, stacklevel=2)
+        env.close()
         return None
     for t in range(max_steps):
         action = policy.act(np.asarray(obs)[None], deterministic=True).action[0].numpy()

@@ -40,6 +40,12 @@ def test_return_scaler_divides_by_the_std_of_discounted_returns():
     assert scaled[-10:].abs().max() == pytest.approx(1.0, abs=0.05)  # ±4 over a std of about 4
 
 
+def test_return_scaler_discounts_and_resets_at_episode_ends():
+    scaler = ReturnScaler(num_envs=1, gamma=0.5)
+    scaler(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([[False], [True], [False]]))
+    assert scaler.ret.tolist() == [4.0]  # 1, then 0.5·1 + 2 = 2.5 (episode ends: reset), then 4
+
+
 def test_mlp_policies_refuse_what_they_cannot_handle():
     with pytest.raises(TypeError, match="1-D Box action space"):
         MLPGaussianPolicy(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2, 2)))

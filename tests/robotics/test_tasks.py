@@ -37,7 +37,7 @@ def test_every_robotics_id_passes_the_checker_and_is_seeded(env_id):
 
 
 def test_samples_stay_in_their_ranges_and_reach_the_model():
-    config = RandomizationConfig(mass=(0.5, 0.6), friction=(1.5, 2.0), damping=(0.9, 0.9), gain=(1.1, 1.2),
+    config = RandomizationConfig(mass=(0.5, 0.6), friction=(1.5, 2.0), damping=(0.9, 1.3), gain=(1.1, 1.2),
                                  obs_noise=(0.0, 0.1), action_delay=(0, 2))
     env = DomainRandomization(gym.make("Hopper-v5"), config)
     nominal = env.nominal_model()
@@ -54,6 +54,7 @@ def test_samples_stay_in_their_ranges_and_reach_the_model():
         np.testing.assert_allclose(model.body_inertia, nominal["body_inertia"] * p["mass"])
         np.testing.assert_allclose(model.geom_friction[:, 0], nominal["geom_friction"][:, 0] * p["friction"])
         np.testing.assert_allclose(model.actuator_gainprm[:, 0], nominal["actuator_gainprm"][:, 0] * p["gain"])
+        np.testing.assert_allclose(model.dof_damping, nominal["dof_damping"] * p["damping"])
     assert seen == {0, 1, 2}
 
 
@@ -106,6 +107,15 @@ def test_action_delay_and_observation_noise():
 def test_bad_ranges_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RandomizationConfig(**kwargs)
+
+
+def test_fixed_mode_samples_nothing():
+    env = DomainRandomization(gym.make("Hopper-v5"), fixed={"mass": 1.3, "friction": 0.7})
+    draws = [env.reset(seed=seed)[1]["randomization"] for seed in range(5)]
+    assert all(d == {"mass": 1.3, "friction": 0.7, "damping": 1.0, "gain": 1.0, "obs_noise": 0.0, "action_delay": 0}
+               for d in draws)
+    with pytest.raises(ValueError, match=r"fixed\['action_delay'\]=1.5: expected a whole number"):
+        DomainRandomization(gym.make("Hopper-v5"), fixed={"action_delay": 1.5})
 
 
 def test_bad_wrapping_is_refused():
