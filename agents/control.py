@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from agents.advantages import gae, whiten
+from agents.onpolicy import TrainResult
 from agents.policy import make_mlp_policy
 from agents.rollout import collect_steps, start_rollout
 from agents.run import Run, check_range
@@ -143,15 +144,8 @@ def make_vector_env(config: ControlPPOConfig) -> gym.vector.VectorEnv:
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-@dataclass
-class ControlResult:
-    policy: Any
-    rows: list[dict[str, float]]
-    run_dir: Path
-
-
 def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
-                      callback: Callable[[dict[str, float], Any], None] | None = None) -> ControlResult:
+                      callback: Callable[[dict[str, float], Any], None] | None = None) -> TrainResult:
     """Train into ``run_dir`` (``metrics.csv``, ``tb/``, ``checkpoint/``, ``policy.pt``, ``learning_curve.png``).
 
     Resuming restores the policy (with its observation statistics), optimizer, reward scaler and iteration; the
@@ -163,13 +157,9 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
     run = Run(run_dir, config, ignore=("total_steps", "threads", "checkpoint_every", "gif"))
     state = run.start(resume)
     envs = make_vector_env(config)
-    if config.normalize_obs and not isinstance(envs.single_action_space, gym.spaces.Box):
-        raise ValueError(f"normalize_obs=True needs the Gaussian policy (a Box action space); {config.env_id} has "
-                         f"{envs.single_action_space}")
     torch.manual_seed(config.seed)
     policy = make_mlp_policy(envs.single_observation_space, envs.single_action_space, value=True, hidden=config.hidden,
-                             **({"log_std_init": config.log_std_init, "normalize_obs": config.normalize_obs}
-                                if isinstance(envs.single_action_space, gym.spaces.Box) else {}))
+                             log_std_init=config.log_std_init, normalize_obs=config.normalize_obs)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5, fused=True)
     scaler = ReturnScaler(config.num_envs, config.gamma) if config.normalize_reward else None
     start, elapsed, steps = 0, 0.0, 0
@@ -226,7 +216,7 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
         from robotics.render import record_gif
 
         record_gif(policy, config.env_id, run.path / "episode.gif", seed=config.seed)
-    return ControlResult(policy, run.rows, run.path)
+    return TrainResult(policy, run.rows, run.path)
 
 
 def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:

@@ -73,63 +73,6 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, out_gain: float) -> nn.S
     return nn.Sequential(*layers)
 
 
-class MLPCategoricalPolicy(nn.Module):
-    """Categorical policy and value function, two separate MLPs over a flat ``Box`` observation.
-
-    Args:
-        observation_space: a ``Box`` (flattened to a vector).
-        action_space: a ``Discrete(A)``.
-        hidden: hidden widths of each MLP (default ``(64, 64)``).
-        value: give the policy a critic (PPO); ``False`` for critic-free algorithms (REINFORCE, RLOO, GRPO).
-    """
-
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, hidden: tuple[int, ...] = (64, 64),
-                 value: bool = True):
-        super().__init__()
-        if not isinstance(action_space, spaces.Discrete):
-            raise TypeError(f"MLPCategoricalPolicy needs a Discrete action space, got {action_space}")
-        if not isinstance(observation_space, spaces.Box):
-            raise TypeError(
-                f"MLPCategoricalPolicy needs a Box observation space, got {type(observation_space).__name__}; "
-                f"for the text envs use agents.LMPolicy"
-            )
-        n_obs = int(np.prod(observation_space.shape))
-        self.obs_shape = observation_space.shape
-        self.actor = mlp(n_obs, hidden, int(action_space.n), out_gain=0.01)
-        self.critic = mlp(n_obs, hidden, 1, out_gain=1.0) if value else None
-
-    def _flat(self, obs) -> torch.Tensor:
-        obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs, dtype=torch.float32)
-        return obs.reshape(obs.shape[0], -1)  # (N, obs_dim)
-
-    @torch.no_grad()
-    def act(self, obs, deterministic: bool = False) -> Act:
-        x = self._flat(obs)
-        logprobs = torch.log_softmax(self.actor(x), -1)  # (N, A)
-        action = logprobs.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logprobs).sample()
-        value = self.critic(x).squeeze(-1) if self.critic is not None else None
-        return Act(action, logprobs.gather(1, action[:, None]).squeeze(1), value, logprobs)
-
-    @torch.no_grad()
-    def value(self, obs) -> torch.Tensor:
-        if self.critic is None:
-            raise RuntimeError("this policy was built with value=False and has no critic")
-        return self.critic(self._flat(obs)).squeeze(-1)
-
-    def evaluate(self, batch: dict[str, torch.Tensor], entropy_grad: bool = True) -> Evaluation:
-        x = self._flat(batch["obs"])
-        logprobs = torch.log_softmax(self.actor(x), -1)  # (B, A)
-        logprob = logprobs.gather(1, batch["actions"].long()[:, None]).squeeze(1)
-        entropy = -(logprobs.exp() * logprobs).sum(-1)
-        value = self.critic(x).squeeze(-1) if self.critic is not None else None
-        return Evaluation(logprob, entropy, value)
-
-    def probs(self, obs) -> torch.Tensor:
-        """(N, A) action probabilities (for inspection and tests)."""
-        with torch.no_grad():
-            return torch.softmax(self.actor(self._flat(obs)), -1)
-
-
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -158,25 +101,22 @@ class RunningNorm(nn.Module):
         return z.clamp(-self.clip, self.clip).float()
 
 
-class MLPGaussianPolicy(nn.Module):
-    """Diagonal Gaussian policy with a state-independent log-std, and a value MLP, over a flat ``Box`` observation.
+class _MLPActorCritic(nn.Module):
+    """What both MLP policies share: a flat ``Box`` observation, optionally normalised by a :class:`RunningNorm`
+    whose statistics the trainer updates and the checkpoint keeps, an actor MLP and an optional critic MLP."""
 
-    Actions are sampled unbounded from ``N(μ(s), σ²)``; the env clips them to its bounds
-    (:func:`robotics.make_env` adds ``ClipAction``), so log-probabilities stay those of the sampled action, as in
-    SB3 and CleanRL. With ``normalize_obs`` the observations pass through a :class:`RunningNorm` whose statistics
-    the trainer updates and the checkpoint keeps.
-    """
-
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, hidden: tuple[int, ...] = (64, 64),
-                 value: bool = True, log_std_init: float = 0.0, normalize_obs: bool = False):
+    def __init__(self, observation_space: spaces.Space, n_out: int, hidden: tuple[int, ...], value: bool,
+                 normalize_obs: bool, log_std_init: float | None = None):
         super().__init__()
-        if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
-            raise TypeError(f"MLPGaussianPolicy needs a 1-D Box action space, got {action_space}")
         if not isinstance(observation_space, spaces.Box):
-            raise TypeError(f"MLPGaussianPolicy needs a Box observation space, got {type(observation_space).__name__}")
-        n_obs, n_act = int(np.prod(observation_space.shape)), int(action_space.shape[0])
-        self.actor = mlp(n_obs, hidden, n_act, out_gain=0.01)
-        self.log_std = nn.Parameter(torch.full((n_act,), float(log_std_init)))
+            raise TypeError(
+                f"{type(self).__name__} needs a Box observation space, got {type(observation_space).__name__}; "
+                f"for the text envs use agents.LMPolicy"
+            )
+        n_obs = int(np.prod(observation_space.shape))
+        self.actor = mlp(n_obs, hidden, n_out, out_gain=0.01)
+        if log_std_init is not None:  # the Gaussian's state-independent log-std (registered here: parameter order)
+            self.log_std = nn.Parameter(torch.full((n_out,), float(log_std_init)))
         self.critic = mlp(n_obs, hidden, 1, out_gain=1.0) if value else None
         self.norm = RunningNorm((n_obs,)) if normalize_obs else None
 
@@ -184,6 +124,67 @@ class MLPGaussianPolicy(nn.Module):
         obs = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
         obs = obs.reshape(obs.shape[0], -1)  # (N, obs_dim)
         return self.norm(obs) if self.norm is not None else obs.float()
+
+    def _value(self, x: torch.Tensor) -> torch.Tensor | None:
+        return self.critic(x).squeeze(-1) if self.critic is not None else None
+
+    @torch.no_grad()
+    def value(self, obs) -> torch.Tensor:
+        if self.critic is None:
+            raise RuntimeError("this policy was built with value=False and has no critic")
+        return self._value(self._flat(obs))
+
+
+class MLPCategoricalPolicy(_MLPActorCritic):
+    """Categorical policy and value function, two separate MLPs over a flat ``Box`` observation.
+
+    Args:
+        observation_space: a ``Box`` (flattened to a vector).
+        action_space: a ``Discrete(A)``.
+        hidden: hidden widths of each MLP (default ``(64, 64)``).
+        value: give the policy a critic (PPO); ``False`` for critic-free algorithms (REINFORCE, RLOO, GRPO).
+        normalize_obs: running observation normalisation inside the policy.
+    """
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, hidden: tuple[int, ...] = (64, 64),
+                 value: bool = True, normalize_obs: bool = False):
+        if not isinstance(action_space, spaces.Discrete):
+            raise TypeError(f"MLPCategoricalPolicy needs a Discrete action space, got {action_space}")
+        super().__init__(observation_space, int(action_space.n), hidden, value, normalize_obs)
+
+    @torch.no_grad()
+    def act(self, obs, deterministic: bool = False) -> Act:
+        x = self._flat(obs)
+        logprobs = torch.log_softmax(self.actor(x), -1)  # (N, A)
+        action = logprobs.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logprobs).sample()
+        return Act(action, logprobs.gather(1, action[:, None]).squeeze(1), self._value(x), logprobs)
+
+    def evaluate(self, batch: dict[str, torch.Tensor], entropy_grad: bool = True) -> Evaluation:
+        x = self._flat(batch["obs"])
+        logprobs = torch.log_softmax(self.actor(x), -1)  # (B, A)
+        logprob = logprobs.gather(1, batch["actions"].long()[:, None]).squeeze(1)
+        entropy = -(logprobs.exp() * logprobs).sum(-1)
+        return Evaluation(logprob, entropy, self._value(x))
+
+    def probs(self, obs) -> torch.Tensor:
+        """(N, A) action probabilities (for inspection and tests)."""
+        with torch.no_grad():
+            return torch.softmax(self.actor(self._flat(obs)), -1)
+
+
+class MLPGaussianPolicy(_MLPActorCritic):
+    """Diagonal Gaussian policy with a state-independent log-std, and a value MLP, over a flat ``Box`` observation.
+
+    Actions are sampled unbounded from ``N(μ(s), σ²)``; the env clips them to its bounds
+    (:func:`robotics.make_env` adds ``ClipAction``), so log-probabilities stay those of the sampled action, as in
+    SB3 and CleanRL. ``normalize_obs`` as for :class:`MLPCategoricalPolicy`.
+    """
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, hidden: tuple[int, ...] = (64, 64),
+                 value: bool = True, log_std_init: float = 0.0, normalize_obs: bool = False):
+        if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
+            raise TypeError(f"MLPGaussianPolicy needs a 1-D Box action space, got {action_space}")
+        super().__init__(observation_space, int(action_space.shape[0]), hidden, value, normalize_obs, log_std_init)
 
     def _log_prob(self, mean: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``Σ_i log N(a_i; μ_i, σ_i²)`` written out (``torch.distributions.Normal`` costs ~70 µs a call here)."""
@@ -195,27 +196,20 @@ class MLPGaussianPolicy(nn.Module):
         x = self._flat(obs)
         mean = self.actor(x)  # (N, A)
         action = mean if deterministic else mean + self.log_std.exp() * torch.randn_like(mean)
-        value = self.critic(x).squeeze(-1) if self.critic is not None else None
-        return Act(action, self._log_prob(mean, action), value)
-
-    @torch.no_grad()
-    def value(self, obs) -> torch.Tensor:
-        if self.critic is None:
-            raise RuntimeError("this policy was built with value=False and has no critic")
-        return self.critic(self._flat(obs)).squeeze(-1)
+        return Act(action, self._log_prob(mean, action), self._value(x))
 
     def evaluate(self, batch: dict[str, torch.Tensor], entropy_grad: bool = True) -> Evaluation:
         x = self._flat(batch["obs"])
         mean = self.actor(x)
-        value = self.critic(x).squeeze(-1) if self.critic is not None else None
         entropy = (0.5 + _HALF_LOG_2PI + self.log_std).sum().expand(mean.shape[0])  # (B,) the same for every state
-        return Evaluation(self._log_prob(mean, batch["actions"]), entropy, value)
+        return Evaluation(self._log_prob(mean, batch["actions"]), entropy, self._value(x))
 
 
 def make_mlp_policy(observation_space: spaces.Space, action_space: spaces.Space, value: bool = True, **kwargs):
     """The MLP policy for the spaces: categorical for ``Discrete`` actions, Gaussian for ``Box`` ones."""
     if isinstance(action_space, spaces.Discrete):
-        return MLPCategoricalPolicy(observation_space, action_space, value=value, **{k: v for k, v in kwargs.items() if k == "hidden"})
+        kwargs.pop("log_std_init", None)  # Gaussian only
+        return MLPCategoricalPolicy(observation_space, action_space, value=value, **kwargs)
     if isinstance(action_space, spaces.Box):
         return MLPGaussianPolicy(observation_space, action_space, value=value, **kwargs)
     raise TypeError(f"no MLP policy for action space {action_space}; expected Discrete or a 1-D Box")

@@ -15,7 +15,8 @@ import numpy as np
 
 # D4RL's reference returns (random and expert policies, measured on the -v2 envs; used here on -v5, whose rewards
 # match for Hopper, HalfCheetah and Walker2d but not quite for Ant: orientation only) for the locomotion tasks, and ours for
-# InvertedPendulum (uniform random actions: 5.23 over 100 seeded episodes; the expert is the 1000-step cap).
+# InvertedPendulum (``random_return("InvertedPendulum-v5")``: 5.23 over 100 seeded episodes; the expert is the
+# 1000-step cap; a test recomputes the random value).
 REFERENCE_RETURNS = {
     "Hopper-v5": (-20.272305, 3234.3),
     "HalfCheetah-v5": (-280.178953, 12135.0),
@@ -78,3 +79,11 @@ def evaluate_policy(policy, env_id: str, episodes: int = 10, seed: int = 0, make
     """:func:`evaluate` with an agents policy acting deterministically."""
     return evaluate(lambda obs: policy.act(np.asarray(obs)[None], deterministic=True).action[0].numpy(), env_id,
                     episodes, seed, make)
+
+
+def random_return(env_id: str, episodes: int = 100, seed: int = 0) -> EvalResult:
+    """Uniformly random actions (the action space seeded with ``seed``) under the same protocol: how a reference
+    "random" return is measured."""
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    return evaluate(lambda obs: env.action_space.sample(), env_id, episodes, seed, make=lambda: env)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import gymnasium as gym
 import numpy as np
@@ -147,7 +147,3 @@ class DomainRandomization(gym.Wrapper):
     def nominal_model(self) -> dict[str, np.ndarray]:
         """The nominal model values the scales apply to (copies)."""
         return {k: v.copy() for k, v in self._nominal.items()}
-
-
-def config_dict(config: RandomizationConfig) -> dict:
-    return asdict(config)

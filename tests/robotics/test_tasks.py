@@ -127,6 +127,12 @@ def test_bad_wrapping_is_refused():
         robotics.check_env_id("Hopper-v9")
 
 
+def test_our_random_reference_return_is_what_the_protocol_measures():
+    from robotics.evaluation import REFERENCE_RETURNS, random_return
+
+    assert random_return("InvertedPendulum-v5").mean == pytest.approx(REFERENCE_RETURNS["InvertedPendulum-v5"][0], abs=0.005)
+
+
 def test_normalized_score_follows_d4rl():
     assert normalized_score("Hopper-v5", -20.272305) == pytest.approx(0.0)
     assert normalized_score("robotics/Hopper-DR-v0", 3234.3) == pytest.approx(100.0)
