@@ -7,6 +7,9 @@
 | SFT | :class:`agents.sft.SFTConfig` | :func:`agents.sft.train_sft` |
 | DPO / IPO | :class:`agents.dpo.DPOConfig` | :func:`agents.dpo.train_dpo` |
 | best-of-N | — | :func:`agents.evaluation.best_of_n` |
+| PPO on control tasks | :class:`agents.control.ControlPPOConfig` | :func:`agents.control.train_control_ppo` |
+| BC, TD3+BC, CQL, IQL, Decision Transformer (offline) | :mod:`agents.offline` | :func:`agents.offline.train_offline` |
+| IQL offline → online | :class:`agents.offline.IQLConfig` | :func:`agents.offline.finetune_online` |
 
 The pipeline (``textenv rlhf``) is :mod:`agents.pipeline`, the benchmark (``textenv bench``) :mod:`agents.bench`,
 Stable-Baselines3 support :mod:`agents.sb3` (needs ``textenv[sb3]``).

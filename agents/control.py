@@ -137,16 +137,20 @@ class ReturnScaler:
         self.ret, self.mean, self.var, self.count = state["ret"].copy(), state["mean"], state["var"], state["count"]
 
 
-def make_vector_env(config: ControlPPOConfig) -> gym.vector.VectorEnv:
+def make_vector_env(config: ControlPPOConfig, wrap: Callable[[gym.Env], gym.Env] | None = None) -> gym.vector.VectorEnv:
     from robotics import make_env
 
-    return gym.vector.SyncVectorEnv([lambda: make_env(config.env_id, **config.env_kwargs)] * config.num_envs,
+    return gym.vector.SyncVectorEnv([lambda: make_env(config.env_id, wrap=wrap, **config.env_kwargs)] * config.num_envs,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
-                      callback: Callable[[dict[str, float], Any], None] | None = None) -> TrainResult:
+                      callback: Callable[[dict[str, float], Any], None] | None = None,
+                      wrap_env: Callable[[gym.Env], gym.Env] | None = None) -> TrainResult:
     """Train into ``run_dir`` (``metrics.csv``, ``tb/``, ``checkpoint/``, ``policy.pt``, ``learning_curve.png``).
+
+    ``callback(row, policy)`` runs after every iteration; ``wrap_env`` wraps each bare env (inside the standard
+    wrappers), e.g. to record what training saw.
 
     Resuming restores the policy (with its observation statistics), optimizer, reward scaler and iteration; the
     envs restart from a reset, so a resumed run is a faithful continuation, not a bit-identical replay.
@@ -156,7 +160,7 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
     torch.set_num_threads(config.threads)
     run = Run(run_dir, config, ignore=("total_steps", "threads", "checkpoint_every", "gif"))
     state = run.start(resume)
-    envs = make_vector_env(config)
+    envs = make_vector_env(config, wrap_env)
     torch.manual_seed(config.seed)
     policy = make_mlp_policy(envs.single_observation_space, envs.single_action_space, value=True, hidden=config.hidden,
                              log_std_init=config.log_std_init, normalize_obs=config.normalize_obs)

@@ -1,4 +1,4 @@
-"""The agents' subcommands of ``textenv``: ``train <algorithm>``, ``rlhf``, ``bench`` and ``best-of-n``.
+"""The agents' subcommands of ``textenv``: ``train <algorithm>``, ``datasets``, ``rlhf``, ``bench``, ``best-of-n``.
 
 ``textenv train <algorithm>`` takes one ``--flag`` per field of the algorithm's config dataclass (``--lr``,
 ``--kl-coef``, ``--env-id``, ...; ``textenv train ppo --help`` lists them with their defaults), so the command
@@ -18,6 +18,8 @@ from pathlib import Path
 def _algorithms() -> dict:
     from agents.control import ControlPPOConfig, train_control_ppo
     from agents.dpo import DPOConfig, train_dpo
+    from agents.offline import ALGORITHMS as OFFLINE
+    from agents.offline import train_offline
     from agents.pg import PGConfig, train_pg
     from agents.ppo import PPOConfig, train_ppo
     from agents.sft import SFTConfig, train_sft
@@ -30,6 +32,7 @@ def _algorithms() -> dict:
         "sft": (SFTConfig, train_sft, {}),
         "dpo": (DPOConfig, train_dpo, {}),
         "ppo-control": (ControlPPOConfig, train_control_ppo, {}),
+        **{name: (config_cls, train_offline, {}) for name, config_cls in OFFLINE.items()},
     }
 
 
@@ -80,11 +83,57 @@ def _train(args) -> None:
     rows = getattr(result, "rows", None)
     if rows:
         last = rows[-1]
-        keys = ("iteration", "steps", "return", "episode_return", "proxy", "gold", "kl", "beta", "steps_per_s", "time_s")
+        keys = ("iteration", "steps", "return", "episode_return", "proxy", "gold", "kl", "beta", "eval_return", "eval_score",
+                "steps_per_s", "time_s")
         shown = {k: round(v, 4) for k, v in last.items() if k in keys}
         print(f"last iteration: {shown}")
     policy = out / "policy.pt" if (out / "policy.pt").exists() else out / "policy"
     print(f"run directory: {out} (metrics.csv, tb/, checkpoint/); trained policy: {policy}")
+
+
+def _iql_online(args) -> None:
+    from agents.offline import IQLConfig, finetune_online
+    from agents.offline.train import FinetuneSettings
+
+    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    online = {k: values.pop(k) for k in list(values) if k in {f.name for f in dataclasses.fields(FinetuneSettings)}}
+    _, result = finetune_online(IQLConfig(**values), FinetuneSettings(**online), args.out, resume=not args.no_resume)
+    first, last = result.rows[0], result.rows[-1]
+    print(f"offline policy: return {first['eval_return']:.1f} (score {first.get('eval_score', float('nan')):.1f}); after "
+          f"{last['iteration']} online steps: {last['eval_return']:.1f} (score {last.get('eval_score', float('nan')):.1f})")
+    print(f"run directory: {args.out} (offline/, online/: metrics.csv, tb/, checkpoint/, model.pt)")
+
+
+def _datasets_collect(args) -> None:
+    from agents.offline.collect import CollectConfig, collect_datasets
+
+    config = _config_from(args, CollectConfig, {})
+    summaries = collect_datasets(config, args.out or f"runs/collect-{config.env_id}")
+    print("| id | steps | episodes | behaviour return | size MB |\n|---|---|---|---|---|")
+    for did, s in summaries.items():
+        if "skipped" in s:
+            print(f"| {did} | (exists, kept; --overwrite true to replace) | | | |")
+        else:
+            print(f"| {did} | {s['steps']} | {s['episodes']} | {s['behaviour_return_mean']:.1f} | {s['size_mb']:.1f} |")
+
+
+def _datasets_list(args) -> None:
+    from robotics.datasets import dataset_info, datasets_root, local_dataset_ids
+
+    ids = [i for i in local_dataset_ids() if i.startswith(args.prefix)]
+    print(f"datasets under {datasets_root()} (MINARI_DATASETS_PATH):")
+    if not ids:
+        print("  none; make some with: textenv datasets collect --env-id Hopper-v5")
+        return
+    print("| id | env | steps | episodes | mean return | D4RL score | size MB |\n|---|---|---|---|---|---|---|")
+    for did in ids:
+        try:
+            i = dataset_info(did)
+        except (OSError, ValueError) as err:
+            print(f"| {did} | unreadable: {err} | | | | | |")
+            continue
+        score = f"{i['normalized_mean']:.1f}" if "normalized_mean" in i else "—"
+        print(f"| {did} | {i['env_id']} | {i['steps']} | {i['episodes']} | {i['mean_return']:.1f} | {score} | {i['size_mb']:.1f} |")
 
 
 def _rlhf(args) -> None:
@@ -122,10 +171,14 @@ def _best_of_n(args) -> None:
 def add_commands(sub) -> None:
     """Register the agents' subcommands on the ``textenv`` parser's subparsers."""
     from agents.bench import BenchConfig
+    from agents.offline import IQLConfig
+    from agents.offline.collect import CollectConfig
+    from agents.offline.train import FinetuneSettings
     from agents.pipeline import RLHFConfig
 
     p = sub.add_parser("train", help="train one agent (ppo, grpo, rloo, reinforce, sft, dpo on text envs; "
-                                     "ppo-control on control tasks such as Hopper-v5); resumes by default")
+                                     "ppo-control on control tasks such as Hopper-v5; bc, td3bc, cql, iql, dt, "
+                                     "iql-online on offline datasets); resumes by default")
     algos = p.add_subparsers(dest="algorithm", required=True)
     for name, (config_cls, _, preset) in _algorithms().items():
         a = algos.add_parser(name, help=f"{config_cls.__name__}{' ' + str(preset) if preset else ''}",
@@ -134,6 +187,25 @@ def add_commands(sub) -> None:
         a.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
         add_config_flags(a, config_cls, preset)
         a.set_defaults(fn=_train)
+
+    a = algos.add_parser("iql-online", help="IQL offline, then fine-tuned online with the dataset as its replay buffer",
+                         description="IQL pre-trained offline, then online with a replay buffer")
+    a.add_argument("--out", default="runs/iql-online", help="run directory (default: runs/iql-online)")
+    a.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    add_config_flags(a, IQLConfig, {})
+    add_config_flags(a, FinetuneSettings, {})
+    a.set_defaults(fn=_iql_online)
+
+    p = sub.add_parser("datasets", help="offline datasets in Minari format: collect (D4RL-style) and list")
+    ds = p.add_subparsers(dest="datasets_command", required=True)
+    a = ds.add_parser("collect", help="train PPO, then write random/medium/expert/medium-replay/medium-expert",
+                      description=(CollectConfig.__doc__ or "").strip())
+    a.add_argument("--out", default=None, help="where the PPO run goes (default: runs/collect-<env-id>)")
+    add_config_flags(a, CollectConfig, {})
+    a.set_defaults(fn=_datasets_collect)
+    a = ds.add_parser("list", help="the local datasets with their size and returns")
+    a.add_argument("--prefix", default="", help="only ids starting with this (e.g. robotics/hopper)")
+    a.set_defaults(fn=_datasets_list)
 
     p = sub.add_parser("rlhf", help="SFT → preference data → reward model → PPO on the built-in world, with a report")
     p.add_argument("--out", default="runs/rlhf")

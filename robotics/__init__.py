@@ -1,4 +1,5 @@
-"""Embodied tasks: the Gymnasium MuJoCo v5 tasks, domain randomization for sim-to-real, evaluation.
+"""Embodied tasks: the Gymnasium MuJoCo v5 tasks, domain randomization for sim-to-real, evaluation, and offline
+datasets in Minari format (:mod:`robotics.datasets`, needs the ``offline`` extra).
 
 Importing it registers ``robotics/<Task>-DR-v0`` for InvertedPendulum, Reacher, Hopper, HalfCheetah, Walker2d
 and Ant (see :mod:`robotics.tasks`).

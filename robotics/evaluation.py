@@ -55,19 +55,27 @@ class EvalResult:
 
 def evaluate(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int = 10, seed: int = 0,
              make: Callable[[], gym.Env] | None = None) -> EvalResult:
-    """Run ``act(obs) -> action`` for ``episodes`` seeded episodes of ``env_id`` (or of ``make()``)."""
+    """Run ``act(obs) -> action`` for ``episodes`` seeded episodes of ``env_id`` (or of ``make()``).
+
+    A stateful ``act`` (e.g. a Decision Transformer's, which keeps the episode's history and return-to-go) may
+    have ``reset()``, called at every episode start, and ``observe(reward)``, called after every step.
+    """
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
     env = make() if make is not None else gym.make(env_id)
     out = EvalResult()
     for k in range(episodes):
         obs, _ = env.reset(seed=seed * 1000 + k)
+        if hasattr(act, "reset"):
+            act.reset()
         done, total, length = False, 0.0, 0
         while not done:
             action = np.asarray(act(obs))
             if isinstance(env.action_space, gym.spaces.Box):
                 action = np.clip(action, env.action_space.low, env.action_space.high)
             obs, reward, terminated, truncated, _ = env.step(action)
+            if hasattr(act, "observe"):
+                act.observe(float(reward))
             total, length, done = total + float(reward), length + 1, terminated or truncated
         out.returns.append(total)
         out.lengths.append(length)

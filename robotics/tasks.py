@@ -17,6 +17,8 @@ arguments override them); its ``unwrapped`` is the MuJoCo env itself, so ``set_s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 
 from robotics.randomization import DomainRandomization, RandomizationConfig
@@ -47,15 +49,18 @@ def check_env_id(env_id: str) -> str:
 
 
 def make_env(env_id: str, normalize_obs: bool = False, normalize_reward: bool = False, gamma: float = 0.99,
-             clip_obs: float = 10.0, **kwargs) -> gym.Env:
+             clip_obs: float = 10.0, wrap: Callable[[gym.Env], gym.Env] | None = None, **kwargs) -> gym.Env:
     """``gymnasium.make(env_id)`` with the standard wrappers of continuous control, outermost last:
 
     ``RecordEpisodeStatistics`` (``info["episode"]`` with the *raw* return and length), ``ClipAction`` (the
     policy's Gaussian samples are clipped to the action bounds), then optionally ``NormalizeObservation`` +
     ``TransformObservation`` (clip to ±``clip_obs``) and ``NormalizeReward`` (scaled by a running estimate of
-    the discounted return's std, as SB3's ``VecNormalize``).
+    the discounted return's std, as SB3's ``VecNormalize``). ``wrap`` (e.g. a recorder) goes around the bare env,
+    inside all of these.
     """
     env = gym.make(check_env_id(env_id), **kwargs)
+    if wrap is not None:
+        env = wrap(env)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if isinstance(env.action_space, gym.spaces.Box):
         env = gym.wrappers.ClipAction(env)
