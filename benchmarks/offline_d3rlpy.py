@@ -99,7 +99,7 @@ def export_for_d3rlpy(data, path: Path) -> dict:
 
 # ---------------------------------------------------------------- configs
 def our_config(algo: str, args, seed: int):
-    from agents.offline.algorithms import ALGORITHMS
+    from agents.offline import ALGORITHMS
 
     extra = {"backup_entropy": args.cql_backup == "soft"} if algo == "cql" else {}
     steps = args.cql_steps if algo == "cql" and args.cql_steps else args.steps
@@ -162,7 +162,7 @@ def run_ours(config, run_dir: Path) -> dict:
 
 
 def _ours_worker(spec_path: str) -> None:
-    from agents.offline.algorithms import ALGORITHMS
+    from agents.offline import ALGORITHMS
     from agents.offline.train import train_offline
 
     spec = json.loads(Path(spec_path).read_text())

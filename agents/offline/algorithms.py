@@ -434,4 +434,3 @@ class CQLConfig(OfflineConfig):
         check_range("n_actions", self.n_actions, 1, integer=True)
 
 
-ALGORITHMS: dict[str, type[OfflineConfig]] = {c.name: c for c in (BCConfig, TD3BCConfig, CQLConfig, IQLConfig)}

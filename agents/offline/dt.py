@@ -62,6 +62,7 @@ class DecisionTransformer(OfflineAlgorithm):
         super().__init__(config, data)
         h = config.embed_dim
         self.embed_timestep = nn.Embedding(config.max_ep_len, h)
+        nn.init.normal_(self.embed_timestep.weight, std=0.02)  # GPT-2's initialisation, as the paper's model
         self.embed_return = nn.Linear(1, h)
         self.embed_state = nn.Linear(self.obs_dim, h)
         self.embed_action = nn.Linear(self.act_dim, h)

@@ -12,9 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from agents.offline import losses
+from agents.offline import ALGORITHMS, losses
 from agents.offline.algorithms import (
-    ALGORITHMS,
     BCConfig,
     CQLConfig,
     IQLConfig,
@@ -357,7 +356,7 @@ def test_configs_refuse_bad_values_naming_the_field(config, kwargs, field):
 
 
 def test_every_algorithm_is_registered_under_its_name():
-    assert set(ALGORITHMS) == {"bc", "td3bc", "cql", "iql"}
+    assert set(ALGORITHMS) == {"bc", "td3bc", "cql", "iql", "dt"}
     assert all(ALGORITHMS[name].name == name for name in ALGORITHMS)
 
 
