@@ -346,8 +346,8 @@ def load_dataset(dataset_id: str, env: gym.Env | str | None = None) -> OfflineDa
 
 
 def dataset_info(dataset_id: str) -> dict:
-    """Size, steps, episodes, returns and reference scores of a local dataset, from its metadata (no array load
-    beyond the returns)."""
+    """Size, steps, episodes, returns and reference scores of a local dataset (loads it), with the collection
+    details of its ``textenv.json``."""
     path = _path(dataset_id)
     data = load_dataset(dataset_id)
     returns = data.episode_returns()

@@ -119,10 +119,16 @@ class OfflineAlgorithm(nn.Module):
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The deterministic action for one observation (or a batch), in the env's bounds."""
+        return self._in_env(self.policy, obs)
+
+    @torch.no_grad()
+    def _in_env(self, policy, obs: np.ndarray) -> np.ndarray:
+        """``policy`` (standardised observations → actions in [-1, 1]) applied to raw observations, in the env's
+        bounds; one observation or a batch."""
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         single = x.dim() == 1
         x = (x.reshape(-1, self.obs_dim) - self.obs_mean) / self.obs_std
-        a = self.policy(x) * self.act_half + self.act_mid
+        a = policy(x) * self.act_half + self.act_mid
         return (a[0] if single else a).numpy()
 
     def _adam(self, name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -309,10 +315,7 @@ class IQL(OfflineAlgorithm):
 
     def explore(self, obs: np.ndarray) -> np.ndarray:
         """A sampled action (online fine-tuning's exploration), in the env's bounds."""
-        with torch.no_grad():
-            x = (torch.as_tensor(np.asarray(obs, dtype=np.float32)).reshape(-1, self.obs_dim) - self.obs_mean) / self.obs_std
-            a = self.actor.sample(x) if isinstance(self.actor, GaussianActor) else self.actor(x)
-            return (a * self.act_half + self.act_mid)[0].numpy()
+        return self._in_env(self.actor.sample if isinstance(self.actor, GaussianActor) else self.actor, obs)
 
 
 @dataclass

@@ -163,20 +163,18 @@ def finetune_online(config, settings: FinetuneSettings, run_dir: str | Path, dat
     """
     from tqdm.auto import tqdm
 
+    if not hasattr(config.algorithm, "explore"):
+        raise TypeError(f"{config.algorithm.__name__} has no explore(); online fine-tuning supports IQL")
+    data = data if data is not None else load_for(config)
     offline = train_offline(config, Path(run_dir) / "offline", data=data, resume=resume, progress=progress)
     agent = offline.algorithm
-    if not hasattr(agent, "explore"):
-        raise TypeError(f"{type(agent).__name__} has no explore(); online fine-tuning supports IQL")
-    data = data if data is not None else load_for(config)
     run = Run(Path(run_dir) / "online", config, ignore=("steps", "threads", "checkpoint_every", "eval_every",
                                                         "eval_episodes", "log_every"))
     state = run.start(resume)
     buffer = ReplayBuffer.from_data(data, capacity=len(data) + settings.online_steps, seed=config.seed + 1)
     agent.schedulers.clear()
-    for opt in agent.optimizers.values():
-        if opt is getattr(agent, "actor_opt", None):
-            for group in opt.param_groups:
-                group["lr"] = settings.online_actor_lr if settings.online_actor_lr is not None else config.actor_lr
+    for group in agent.actor_opt.param_groups:
+        group["lr"] = settings.online_actor_lr if settings.online_actor_lr is not None else config.actor_lr
     env = gym.make(data.env_id)
     start = 0
     if state is not None:
