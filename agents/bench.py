@@ -29,7 +29,7 @@ class BenchConfig:
     """Agents to compare (ppo, grpo, rloo, reinforce)."""
     seeds: tuple[int, ...] = (0, 1)
     """Seeds per agent."""
-    env_id: str = "textenv/Sentiment-v0"
+    env_id: str = "textenv/Sentiment-v1"
     """Text env to train on."""
     iterations: int = 40
     """Iterations per run."""

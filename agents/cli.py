@@ -15,20 +15,42 @@ import numpy as np
 
 
 def _build_world(args) -> None:
+    """Build (or find) the world and its proxy, checking every cached file against its sha256."""
     from textenv import world
 
     recipe = world.WorldRecipe(seed=args.seed)
-    path = world.build(recipe, force=args.force)
+    path = _verified(lambda force: world.build(recipe, force=force), args.force)
     manifest = json.loads((path / "manifest.json").read_text())
     print(f"built-in world: {path}")
     for key in ("vocab_size", "parameters", "distinct_words", "final_train_loss", "sample_fluency", "build_seconds"):
         print(f"  {key:18s} {manifest[key]}")
-    proxy = world.build_proxy(recipe, world.ProxyRecipe(seed=args.seed), force=args.force)
+    proxy = _verified(lambda force: world.build_proxy(recipe, world.ProxyRecipe(seed=args.seed), force=force), args.force)
     labels = json.loads((proxy / "labels.json").read_text())
     metrics = json.loads((proxy / "rm" / "metrics.json").read_text())
     print(f"proxy reward model: {proxy / 'rm'}")
     print(f"  {'train pairs':18s} {metrics['train_pairs']} (label agreement with gold {labels['train']['agreement']:.3f})")
     _print_rm_metrics(metrics, labels["eval"]["bayes_accuracy"])
+
+
+def _verified(build, force: bool) -> Path:
+    """``build(force)``, then the full check (sha256 of every file): a damaged folder is rebuilt; one written by
+    an older textenv, without checksums, gets them recorded once."""
+    from textenv.world import cache
+
+    try:
+        path = build(force)
+        problem = cache.check(path, full=True)
+        if problem is not None:
+            print(f"{path} is damaged ({problem}); rebuilding it", file=sys.stderr)
+            path = build(True)
+    except cache.CacheError as error:  # a read-only cache: the message says the way out
+        raise SystemExit(f"error: {error}") from error
+    if problem is not None:
+        if (problem := cache.check(path, full=True)) is not None:
+            raise SystemExit(f"error: {path} is still damaged after a rebuild ({problem}); delete it and run again")
+    elif cache.record_checksums(path):
+        print(f"recorded the checksums of {path} (cached by an older textenv)", file=sys.stderr)
+    return path
 
 
 _GOLD = {"sentiment": "gold_sentiment", "fluency": "gold_fluency", "none": None}
@@ -126,7 +148,7 @@ def _demo(args) -> None:
     torch.set_num_threads(args.threads)
     lm = world.lm_path()
     env = gym.make_vec(
-        "textenv/Sentiment-v0", num_envs=args.num_envs, max_new_tokens=args.max_new_tokens,
+        "textenv/Sentiment-v1", num_envs=args.num_envs, max_new_tokens=args.max_new_tokens,
         kl_coef=args.kl_coef, kl_mode="policy",
     )
     episodes = collect_episodes(env, load_causal_lm(lm), args.episodes, seed=args.seed)
@@ -139,13 +161,13 @@ def _demo(args) -> None:
     with open(out / "samples.jsonl", "w") as f:
         for row in zip(episodes.prompts, episodes.completions, proxy, sentiment, fluency, episodes.returns):
             f.write(json.dumps(dict(zip(("prompt", "completion", "proxy_reward", "gold_sentiment", "gold_fluency", "return"), row))) + "\n")
-    print(f"\nbase LM on textenv/Sentiment-v0: {len(episodes)} episodes, {args.num_envs} envs, kl_coef={args.kl_coef}")
+    print(f"\nbase LM on textenv/Sentiment-v1: {len(episodes)} episodes, {args.num_envs} envs, kl_coef={args.kl_coef}")
     print(f"  proxy reward    mean {proxy.mean():+.3f}  std {proxy.std():.3f}  (the learned reward model, normalised)")
     print(f"  gold sentiment  mean {sentiment.mean():+.3f}  std {sentiment.std():.3f}  (range -1..1; info['reward_gold'])")
     print(f"  proxy vs gold   Pearson {np.corrcoef(proxy, sentiment)[0, 1]:+.2f}")
     print(f"  gold fluency    mean {fluency.mean():.3f}  (1 = parses under the grammar)")
     print(f"  return          mean {np.mean(episodes.returns):+.3f}  (proxy − β·KL; the base LM is its own reference)")
-    print(f"  length          mean {lengths.mean():.1f} tokens, {np.mean(lengths >= args.max_new_tokens):.0%} truncated")
+    print(f"  length          mean {lengths.mean():.1f} tokens, {np.mean(lengths >= args.max_new_tokens):.0%} at the token cap")
     print("\nsamples (prompt | completion)  proxy  gold")
     for p, c, r, s in list(zip(episodes.prompts, episodes.completions, proxy, sentiment))[:6]:
         print(f"  {p} |{c}   {r:+.2f}  {s:+.2f}")
@@ -169,7 +191,7 @@ def _plot_demo(path: Path, proxy, sentiment, fluency, lengths) -> None:
     axes[2].set(title="gold fluency", xlabel="fraction of sentences that parse")
     axes[3].hist(lengths, bins=20, color="tab:gray")
     axes[3].set(title="completion length", xlabel="tokens")
-    fig.suptitle("base LM rolled out in textenv/Sentiment-v0")
+    fig.suptitle("base LM rolled out in textenv/Sentiment-v1")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -191,12 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="textenv", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("build-world", help="build (or find cached) the built-in world and its proxy reward model")
+    p = sub.add_parser("build-world", help="build (or find cached and check the sha256 of) the built-in world and its proxy reward model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.set_defaults(fn=_build_world)
 
-    p = sub.add_parser("demo", help="roll the base LM out in textenv/Sentiment-v0; print and plot rewards")
+    p = sub.add_parser("demo", help="roll the base LM out in textenv/Sentiment-v1; print and plot rewards")
     p.add_argument("--num-envs", type=int, default=16)
     p.add_argument("--episodes", type=int, default=128)
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -233,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--gold", choices=list(_GOLD), default="sentiment", help="gold reward for the evaluation")
-    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists (it is removed "
+                   "once the data and base model have loaded)")
     p.set_defaults(fn=_train_rm)
 
     p = sub.add_parser("eval-rm", help="held-out accuracy, gold accuracy, calibration and length bias of a reward model")

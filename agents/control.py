@@ -168,12 +168,13 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
     scaler = ReturnScaler(config.num_envs, config.gamma) if config.normalize_reward else None
     start, elapsed, steps = 0, 0.0, 0
     if state is not None:
-        policy.load_state_dict(torch.load(run.checkpoint_dir / "policy.pt"))
+        policy.load_state_dict(torch.load(run.checkpoint_dir / "policy.pt", weights_only=True))
         optimizer.load_state_dict(state["optimizer"])
         start, elapsed, steps = state["iteration"], state["elapsed"], state["steps"]
         if scaler is not None:
             scaler.load_state_dict(state["scaler"])
             scaler.ret[:] = 0.0  # the envs restart from a reset: no episode is under way
+    run.begin()  # envs, policy and state loaded: only now may resume=False remove the old checkpoint
     rollout = start_rollout(envs, seed=config.seed + 1000 * start)
     settings = UpdateSettings(config.epochs, config.batch_size, config.clip, config.value_clip, config.vf_coef,
                               config.ent_coef, config.max_grad_norm, config.target_kl)
@@ -209,9 +210,9 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
             bar.update(1)
             bar.set_postfix(ret=f"{row['episode_return']:.1f}")
             if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations:
-                torch.save(policy.state_dict(), run.path / "policy.pt")
                 run.save(policy, {"optimizer": optimizer.state_dict(), "iteration": iteration + 1, "elapsed": elapsed,
                                   "steps": steps, "scaler": scaler.state_dict() if scaler else None})
+                torch.save(policy.state_dict(), run.path / "policy.pt")  # after save's finiteness check
     finally:
         bar.close()
         run.close()

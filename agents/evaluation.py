@@ -48,7 +48,7 @@ def eval_prompts(n: int | None = None) -> list[str]:
     return prompts if n is None else prompts[:n]
 
 
-def generate(policy: LMPolicy, prompts: list[str], env_id: str = "textenv/Sentiment-v0", max_new_tokens: int = 24,
+def generate(policy: LMPolicy, prompts: list[str], env_id: str = "textenv/Sentiment-v1", max_new_tokens: int = 24,
              reference: LMPolicy | None = None, seed: int = 0, batch_size: int = 64, env_kwargs: dict | None = None) -> Samples:
     """Sample one completion per prompt from ``policy`` in ``env_id`` and score it (proxy: the env's reward
     model; gold: ``info["reward_gold"]``); with ``reference``, also the summed log-ratio to it."""
@@ -101,7 +101,7 @@ def best_of_n_kl(n: int) -> float:
 
 
 def best_of_n(policy: LMPolicy, prompts: list[str], ns: tuple[int, ...] = (1, 2, 4, 8, 16), seed: int = 0,
-              max_new_tokens: int = 24, env_id: str = "textenv/Sentiment-v0", env_kwargs: dict | None = None) -> list[dict]:
+              max_new_tokens: int = 24, env_id: str = "textenv/Sentiment-v1", env_kwargs: dict | None = None) -> list[dict]:
     """Best-of-N by the env's reward model, for each N in ``ns``: proxy and gold of the chosen completion and the
     analytic KL. One set of ``max(ns)`` samples per prompt serves every N (the first N of them)."""
     if not ns or min(ns) < 1:

@@ -8,7 +8,7 @@ and run :func:`agents.update.ppo_update`. Metrics per iteration (proxy reward, g
 wall time) go to ``metrics.csv`` and TensorBoard; checkpoints are atomic and a run resumes where it stopped
 with the same numbers as an uninterrupted one (tested).
 
-An env id whose vector entry point is textenv's batched text env (``textenv/Sentiment-v0``) gets an
+An env id whose vector entry point is textenv's batched text env (``textenv/Sentiment-v1``, ``-v0``) gets an
 :class:`agents.lm_policy.LMPolicy`; any other env id with a ``Box`` observation
 (``textenv/Bandit-v0``, ``CartPole-v1``) gets an MLP policy (:func:`agents.policy.make_mlp_policy`: categorical
 for discrete actions, Gaussian for continuous ones).
@@ -32,13 +32,15 @@ from agents.policy import make_mlp_policy
 from agents.rollout import EpisodeBatch, run_episodes
 from agents.run import Run, check_range
 from agents.update import TrainingDiverged, UpdateSettings, ppo_update
+from textenv.checkpoint import first_nonfinite
+from textenv import kl_controller
 
 
 @dataclass
 class OnPolicyConfig:
     """What every on-policy text agent is configured with (PPO and the group estimators add their own)."""
 
-    env_id: str = "textenv/Sentiment-v0"
+    env_id: str = "textenv/Sentiment-v1"
     """A registered Gymnasium id: a text env (batched through its vector entry point) or a small discrete env."""
     model: str | None = None
     """Name or path of the initial policy (and the env's tokenizer and KL reference); None: the env's default."""
@@ -93,6 +95,8 @@ class OnPolicyConfig:
         check_range("max_skipped", self.max_skipped, 0, integer=True)
         for name in ("lr", "temperature", "clip", "max_grad_norm", "max_episode_kl"):
             check_range(name, getattr(self, name), 0, low_open=True)
+        if not self.clip < 1:  # the ratio is clipped to [1 − ε, 1 + ε]: ε ≥ 1 removes the lower clip
+            raise ValueError(f"clip={self.clip!r} is out of range; expected a number > 0 and < 1")
         check_range("ent_coef", self.ent_coef, 0)
         check_range("kl_coef", self.kl_coef, 0)
         if self.kl_target is not None:
@@ -102,7 +106,8 @@ class OnPolicyConfig:
         if self.kl_estimator not in ("k1", "k2", "k3", "full"):
             raise ValueError(f"kl_estimator={self.kl_estimator!r}; expected one of k1, k2, k3, full")
         owned = {"max_new_tokens": "max_new_tokens", "kl_coef": "kl_coef", "kl_target": "kl_target",
-                 "kl_horizon": "kl_horizon", "kl_estimator": "kl_estimator", "model": "model"}
+                 "kl_horizon": "kl_horizon", "kl_estimator": "kl_estimator", "model": "model",
+                 "kl_temperature": "temperature"}
         clash = sorted(k for k in self.env_kwargs if k in owned)
         if clash:
             raise ValueError(f"env_kwargs sets {clash}; set the config fields {[owned[k] for k in clash]} instead "
@@ -143,13 +148,13 @@ def make_env(config: OnPolicyConfig, num_envs: int | None = None, **overrides):
     n = num_envs or config.batch_size
     if config.is_text:
         kwargs = dict(max_new_tokens=config.max_new_tokens, kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
-                      kl_target=config.kl_target, kl_horizon=config.kl_horizon)
+                      kl_target=config.kl_target, kl_horizon=config.kl_horizon, kl_temperature=config.temperature)
         if config.model is not None:
             kwargs["model"] = config.model
         kwargs.update(config.env_kwargs)
         kwargs.update(overrides)
         if not kwargs["kl_coef"] > 0:
-            for key in ("kl_estimator", "kl_target", "kl_horizon"):
+            for key in ("kl_estimator", "kl_target", "kl_horizon", "kl_temperature"):
                 kwargs.pop(key)
         return gym.make_vec(config.env_id, num_envs=n, autoreset_mode="disabled", **kwargs)
     return gym.make_vec(config.env_id, num_envs=n, vectorization_mode="sync",
@@ -170,7 +175,7 @@ def make_policy(config: OnPolicyConfig, env, value_head: bool, path: str | Path 
         return policy
     policy = make_mlp_policy(env.single_observation_space, env.single_action_space, value=value_head)
     if path is not None:
-        policy.load_state_dict(torch.load(Path(path).parent / "policy.pt"))
+        policy.load_state_dict(torch.load(Path(path).parent / "policy.pt", weights_only=True))
     return policy
 
 
@@ -218,6 +223,24 @@ def _options(config: OnPolicyConfig, env, iteration: int) -> dict | None:
     return {"prompts": [prompts[j] for j in picks for _ in range(config.group_size)]}
 
 
+class _FiniteActs:
+    """Wraps a policy's ``act`` to stop the run, as divergence, when its sampling distribution is not finite
+    (weights blown up by too high a learning rate); attributes other than ``act`` are the policy's own."""
+
+    def __init__(self, policy, diverged: Callable[[str], TrainingDiverged]):
+        self.policy, self.diverged = policy, diverged
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def act(self, obs):
+        out = self.policy.act(obs)
+        probs = out.dist_logprobs if getattr(out, "dist_logprobs", None) is not None else out.logprob
+        if not bool(torch.isfinite(out.logprob).all()) or bool(torch.isnan(probs).any()):
+            raise self.diverged("the policy's sampling distribution is not finite (NaN/inf log-probs)")
+        return out
+
+
 class _RecordObs:
     """Wraps an MLP policy's ``act`` to keep the observations (run_episodes does not store them)."""
 
@@ -246,7 +269,7 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
     env = make_env(config)
     policy = make_policy(config, env, value_head, run.policy_path() if state else None)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
-    controller = getattr(env, "controller", None)
+    controller = kl_controller(env)
     start, skipped, elapsed = 0, 0, 0.0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -254,6 +277,11 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
         if controller is not None and state.get("kl_controller"):
             controller.load_state_dict(state["kl_controller"])
     settings = config.update_settings()
+    run.begin()  # env, policy and state loaded: only now may resume=False remove the old checkpoint
+
+    def diverged(what: str, iteration: int) -> TrainingDiverged:
+        return TrainingDiverged(f"training diverged at iteration {iteration + 1}: {what}. The learning rate is too "
+                                f"high for this run (lr={config.lr}): lower it. {run.last_good()}")
 
     def checkpoint(iteration):
         run.save(policy, {"optimizer": optimizer.state_dict(), "iteration": iteration, "skipped": skipped,
@@ -267,8 +295,12 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
             policy.generator = torch.Generator().manual_seed(config.seed * 1_000_003 + iteration)
             torch.manual_seed(config.seed * 1_000_003 + iteration)
             recorder = None if config.is_text else _RecordObs(policy)
-            episodes = run_episodes(env, recorder or policy, seed=config.seed + iteration * config.batch_size,
+            acting = _FiniteActs(recorder or policy, lambda what: diverged(what, iteration))
+            episodes = run_episodes(env, acting, seed=config.seed + iteration * config.batch_size,
                                     options=_options(config, env, iteration))
+            beta = controller.value if controller else 0.0  # the β this rollout was shaped with
+            if controller is not None:
+                controller.end_batch()  # adaptive β: one update with this batch's mean KL (Ziegler et al.)
             obs_frames = torch.stack(recorder.frames) if recorder else None
             metrics = episode_metrics(episodes)
             blown = np.isfinite(metrics["kl"]) and metrics["kl"] > config.max_episode_kl
@@ -290,9 +322,18 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
                 settings.train_policy = iteration >= warmup_iterations
                 extra = extra_loss_factory(policy, rng) if extra_loss_factory else None
                 update = ppo_update(policy, optimizer, batch, settings, rng, extra)
+                bad = first_nonfinite(dict(policy.named_parameters()), "weight")
+                bad = bad and f"{bad} is NaN/inf"
+                if bad is None:  # finite weights can still be too large: ~1e20 makes attention scores overflow
+                    with torch.no_grad():
+                        rows = {k: v[:4] for k, v in batch.items()}
+                        if not bool(torch.isfinite(policy.evaluate(rows, entropy_grad=False).logprob[rows["mask"]]).all()):
+                            bad = "the policy's log-probs of its own actions are NaN/inf"
+                if bad is not None:
+                    raise diverged(f"{bad} after the update", iteration)
             skipped += update["skipped"]
             elapsed += time.perf_counter() - tick
-            row = {"iteration": iteration + 1, **metrics, "beta": controller.value if controller else 0.0,
+            row = {"iteration": iteration + 1, **metrics, "beta": beta,
                    **{k: v for k, v in update.items() if k != "skipped"}, "skipped_total": skipped, "time_s": elapsed}
             run.log(row)
             if callback is not None:

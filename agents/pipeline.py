@@ -130,7 +130,7 @@ def run_rlhf(config: RLHFConfig, out: str | Path, progress: bool = True) -> dict
         "ppo_seconds": result.rows[-1]["time_s"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_curves(result.rows, out / "curves.png", "PPO on textenv/Sentiment-v0 (built-in world)")
+    plot_curves(result.rows, out / "curves.png", "PPO on textenv/Sentiment-v1 (built-in world)")
     plot_frontier({"PPO (training batches)": result.rows}, bon, out / "frontier.png")
     _write_samples(out / "samples.md", samples, n=8)
     _write_report(out / "report.md", config, summary)

@@ -7,9 +7,12 @@ completion with the value head of :class:`agents.lm_policy.LMPolicy`, whitened o
 the clipped surrogate with value clipping, entropy bonus, early stop on a target KL, and an optional
 pretraining-mix loss (PPO-ptx: ``+ γ_ptx · LM loss`` on pretraining text, which keeps the policy fluent).
 
-The text env truncates a completion at ``max_new_tokens`` *and pays its score there*, so the cap ends the
-return: nothing is bootstrapped past it (a value there would count the score twice). Time-limit
-bootstrapping belongs to control tasks (:func:`agents.rollout.collect_steps`).
+The text env pays a completion's score on its last token, also when ``max_new_tokens`` cut it, so the cap
+ends the return: nothing is bootstrapped past it (a value there would count the score twice).
+``textenv/Sentiment-v1`` says so itself (the cap's step is ``terminated``); on ``-v0`` the cap's step is
+``truncated`` with ``info["capped"]``, and PPO treats such a step as terminated (same numbers on both). A text
+episode truncated with ``info["capped"]`` False is refused (the LM policy has no value of a final observation
+to bootstrap with); on control tasks a truncation is a time limit, bootstrapped with ``V(final obs)``.
 
 >>> from agents import PPOConfig
 >>> PPOConfig(iterations=2, prompts_per_iter=8).batch_size
@@ -77,7 +80,13 @@ class PPOConfig(OnPolicyConfig):
         text = batch["old_values"].dim() == 2
         if text:
             values = batch["old_values"].T * valid  # (T, N)
-            # the text env pays the score at the cap: a truncated completion ends its return (module docstring)
+            # a capped completion ends its return, whichever flag the env's version sets there (module docstring)
+            capped = torch.tensor([bool(info.get("capped", True)) for info in episodes.infos])  # (N,)
+            if (episodes.truncated & ~capped).any():
+                raise NotImplementedError(
+                    "a text episode was truncated with info['capped']=False (a time limit before the token cap); "
+                    "PPO on text cannot bootstrap it (no value of the final observation): end it as terminated"
+                )
             terminated, truncated, bootstrap = episodes.terminated | episodes.truncated, torch.zeros_like(valid), None
         else:  # rows are the valid steps in (t, i) order; a truncated episode is worth V(final obs) after its cut
             values = torch.zeros(valid.shape)

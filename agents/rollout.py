@@ -26,6 +26,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from agents.policy import Policy
+from textenv import supply_policy_logprobs
 
 
 def as_vector_env(env) -> gym.vector.VectorEnv:
@@ -38,10 +39,10 @@ def as_vector_env(env) -> gym.vector.VectorEnv:
 
 
 def _supply(envs):
-    """The KL wrapper's ``supply_policy_logprobs`` when the env shapes rewards in ``"policy"`` mode, else None."""
-    if getattr(envs, "mode", None) == "policy" and hasattr(envs, "supply_policy_logprobs"):
-        return envs.supply_policy_logprobs
-    return None
+    """A function that hands the policy's log-probs to ``envs``' KL shaping before each step
+    (:func:`textenv.supply_policy_logprobs`: through any wrappers, split among a ``SyncVectorEnv``'s sub-envs; it
+    takes nothing when the env has no KL shaping or shapes in ``"reference"`` mode)."""
+    return lambda logprobs: supply_policy_logprobs(envs, logprobs)
 
 
 def _row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:

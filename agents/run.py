@@ -2,10 +2,18 @@
 
 A run directory holds ``config.json``, ``metrics.csv`` (one row per iteration), ``tb/`` (TensorBoard event
 files), and ``checkpoint/``: the policy in Hugging Face format (or a ``policy.pt``), ``trainer_state.pt``
-(optimizer, iteration, RNG states, KL-controller state, metrics so far, package version) and the config.
-A checkpoint is written into ``checkpoint.tmp/`` and renamed over the old one, so an interruption at any
-moment leaves the previous checkpoint whole. Resuming refuses a changed config and names the fields that
-differ.
+(optimizer, iteration, RNG states, KL-controller state, metrics so far, package version), the config, and
+``complete.json``, written last: the size of every file, so a whole checkpoint is told from a partial or
+truncated one. A checkpoint is written into ``checkpoint.tmp/`` and renamed over the old one (kept as
+``checkpoint.old/`` between the two renames); on resume the newest whole one of the three is taken, so an
+interruption at any moment loses at most the checkpoint being written. Resuming refuses a changed config
+and names the fields that differ.
+
+A checkpoint is data, never code: ``trainer_state.pt`` holds only tensors, numbers, strings and plain
+containers (numpy arrays are stored as tensors) and is read with ``torch.load(..., weights_only=True)``;
+a file that needs more (the pickled trainer state of an earlier textenv, or a crafted file) is refused, not run.
+A policy or optimizer state holding NaN/inf is never saved: :meth:`Run.save` raises ``TrainingDiverged``
+and the last good checkpoint stays as it is.
 """
 
 from __future__ import annotations
@@ -16,15 +24,20 @@ import json
 import math
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-CHECKPOINT = "checkpoint"
-STATE = "trainer_state.pt"
+from agents.update import TrainingDiverged
+from textenv.checkpoint import (  # noqa: F401  (CHECKPOINT, MARKER, STATE: names users import from here)
+    CHECKPOINT, MARKER, STATE, commit, first_nonfinite, folders, load_state, read_marker, recover, remove,
+)
+
+FORMAT = 2
+"""Checkpoint format: 2 = weights-only trainer state + completeness marker (1, earlier textenv: pickled state)."""
+_NDARRAY = "__ndarray__"
 
 
 def package_version() -> str:
@@ -66,8 +79,46 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np.random.set_state(tuple(state["numpy"]))
+    random.setstate(tuple(state["python"]))
+
+
+def to_safe(obj, where: str = "state"):
+    """``obj`` in a form ``torch.load(..., weights_only=True)`` reads back: numpy arrays become
+    ``{"__ndarray__": tensor}``, numpy scalars Python numbers; tensors, str, int, float, bool, None, dicts,
+    lists and tuples stay. Anything else raises ``TypeError`` naming where it is (it would need pickle).
+
+    >>> to_safe({"ret": np.array([1.5, 2.0]), "n": np.int64(3)})
+    {'ret': {'__ndarray__': tensor([1.5000, 2.0000], dtype=torch.float64)}, 'n': 3}
+    """
+    if isinstance(obj, (torch.Tensor, str, bool, int, float, type(None))):
+        return obj
+    if isinstance(obj, np.ndarray):
+        try:
+            return {_NDARRAY: torch.from_numpy(np.array(obj, copy=True))}
+        except TypeError as error:
+            raise TypeError(f"{where}: numpy array of dtype {obj.dtype} has no tensor equivalent; a trainer state "
+                            f"holds tensors, numbers, strings and plain containers only") from error
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_safe(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [to_safe(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return tuple(items) if type(obj) is tuple else items
+    raise TypeError(f"{where}: a {type(obj).__name__} cannot be stored in a trainer state (it would need pickle, "
+                    f"which runs code on load); store tensors, numbers, strings and plain containers")
+
+
+def from_safe(obj):
+    """Inverse of :func:`to_safe`: ``{"__ndarray__": tensor}`` back to the numpy array."""
+    if isinstance(obj, dict):
+        if len(obj) == 1 and _NDARRAY in obj:
+            return obj[_NDARRAY].numpy()
+        return {k: from_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(from_safe(v) for v in obj)
+    return obj
 
 
 class Run:
@@ -87,19 +138,37 @@ class Run:
         self.ignore = ignore
         self.rows: list[dict[str, float]] = []
         self._tb = None
+        self._fresh = False
 
     def start(self, resume: bool) -> dict[str, Any] | None:
-        """Begin the run: the checkpoint's state when resuming one (see :meth:`load`), else None after removing
-        any old checkpoint. ``config.json`` is written only once the config is accepted."""
-        if not resume:
-            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        state = self.load() if resume else None
+        """Open the run: with ``resume`` the checkpoint's state (see :meth:`load`; None when there is none) and
+        ``config.json`` written once the config is accepted. With ``resume=False``: None, and nothing is removed
+        yet; the old checkpoint goes in :meth:`begin`, which the trainer calls once its env, policy and data have
+        loaded, so a run that fails to start (a bad ``--model``) leaves the old checkpoint whole."""
+        if resume:
+            state = self.load()
+            self._write_config()
+            return state
+        self._fresh = True
+        return None
+
+    def begin(self) -> None:
+        """Everything loaded, training starts: after ``start(resume=False)``, remove the old checkpoint (and any
+        ``checkpoint.tmp``/``checkpoint.old``) and write ``config.json``. A no-op otherwise; :meth:`log` and
+        :meth:`save` call it too."""
+        if self._fresh:
+            for folder in folders(self.path):
+                remove(folder)
+            self._write_config()
+            self._fresh = False
+
+    def _write_config(self) -> None:
         (self.path / "config.json").write_text(json.dumps(config_dict(self.config), indent=2) + "\n")
-        return state
 
     # ---------------------------------------------------------------- metrics
     def log(self, row: dict[str, float]) -> None:
         """Append a metrics row (``iteration`` is the step axis) to memory, ``metrics.csv`` and TensorBoard."""
+        self.begin()
         self.rows.append(row)
         self._write_csv()
         writer = self._writer()
@@ -140,25 +209,41 @@ class Run:
     def checkpoint_dir(self) -> Path:
         return self.path / CHECKPOINT
 
+    def last_good(self) -> str:
+        """One sentence naming the last whole checkpoint (for divergence messages)."""
+        manifest = read_marker(self.checkpoint_dir)
+        if manifest is None:
+            return f"No checkpoint has been written to {self.checkpoint_dir} yet."
+        return f"The last good checkpoint, {self.checkpoint_dir} ({manifest.get('progress')}), is untouched."
+
     def save(self, policy, state: dict[str, Any]) -> Path:
-        """Write ``policy`` (``save_pretrained`` if it has one, else its ``state_dict``) and ``state`` atomically."""
-        target, tmp, old = self.checkpoint_dir, self.path / (CHECKPOINT + ".tmp"), self.path / (CHECKPOINT + ".old")
-        shutil.rmtree(tmp, ignore_errors=True)
+        """Write ``policy`` (``save_pretrained`` if it has one, else its ``state_dict``) and ``state`` atomically.
+
+        Raises ``TrainingDiverged`` (writing nothing) when the policy's weights or a tensor of ``state`` (the
+        optimizer's moments, ...) hold NaN/inf, and ``TypeError`` when ``state`` holds an object that would need
+        pickle.
+        """
+        self.begin()
+        progress = next((f"{k} {state[k]}" for k in ("iteration", "step") if k in state), "this point")
+        weights = policy.state_dict() if hasattr(policy, "state_dict") else {}
+        bad = first_nonfinite(weights, "policy") or first_nonfinite(state, "trainer state")
+        if bad is not None:
+            lr = getattr(self.config, "lr", None)
+            hint = f" (lr={lr}: lower it)" if lr is not None else ""
+            raise TrainingDiverged(f"{bad} holds NaN/inf at {progress}: training diverged{hint}; this state was not "
+                                   f"checkpointed. {self.last_good()}")
+        full = to_safe({**state, "rows": self.rows, "rng": rng_state(), "version": package_version(), "format": FORMAT,
+                        "config": self._comparable(config_dict(self.config))})
+        tmp = folders(self.path)[0]
+        remove(tmp)
         tmp.mkdir()
         if hasattr(policy, "save_pretrained"):
             policy.save_pretrained(tmp / "policy")
         else:
             torch.save(policy.state_dict(), tmp / "policy.pt")
-        full = {**state, "rows": self.rows, "rng": rng_state(), "version": package_version(),
-                "config": self._comparable(config_dict(self.config))}
         torch.save(full, tmp / STATE)
         (tmp / "config.json").write_text(json.dumps(config_dict(self.config), indent=2) + "\n")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-        return target
+        return commit(self.path, {"format": FORMAT, "progress": progress})
 
     def _comparable(self, config: dict) -> dict:
         return {k: v for k, v in config.items() if k not in self.ignore}
@@ -166,17 +251,21 @@ class Run:
     def load(self) -> dict[str, Any] | None:
         """The saved trainer state (RNG restored, metrics rows reloaded), or None when there is no checkpoint.
 
-        Raises ``ValueError`` if the checkpoint was written with a different config, naming the fields, and
-        ``FileNotFoundError`` if the checkpoint folder is incomplete.
+        A save interrupted between its renames is recovered (the newest whole checkpoint is taken). Raises
+        ``ValueError`` if the checkpoint was written with a different config (naming the fields), is truncated,
+        or is not a weights-only trainer state (a format-1 checkpoint of an earlier textenv, or a crafted file: it is
+        refused, never unpickled), and ``FileNotFoundError`` if the checkpoint folder is incomplete; each message
+        names the file and the way out (``resume=False`` / ``--no-resume``, or deleting the folder).
         """
-        target = self.checkpoint_dir
-        if not target.exists():
-            return None
-        if not (target / STATE).is_file():
-            raise FileNotFoundError(
-                f"checkpoint {target} has no {STATE}; it is incomplete. Delete it to start over, or pass resume=False"
-            )
-        state = torch.load(target / STATE, weights_only=False)
+        way_out = "start over with resume=False (--no-resume), or delete the folder"
+        target = recover(self.path)
+        if target is None:
+            target = self.checkpoint_dir
+            if not target.exists():
+                return None
+            if not (target / STATE).is_file():
+                raise FileNotFoundError(f"checkpoint {target} has no {STATE}; it is incomplete: {way_out}")
+        state = from_safe(load_state(target, FORMAT, way_out))
         saved, now = state["config"], self._comparable(config_dict(self.config))
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if diff:

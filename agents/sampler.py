@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from textenv import supply_policy_logprobs
 from textenv.lm import IncrementalLM, context_length
 
 
@@ -95,7 +96,6 @@ def collect_episodes(env, model, n_episodes: int, seed: int = 0, temperature: fl
         raise ValueError("collect_episodes needs a vector env with autoreset_mode='same_step'")
     generator = torch.Generator().manual_seed(seed)
     sampler = LMSampler(model, env, temperature, generator)
-    supply = getattr(env, "supply_policy_logprobs", None) if getattr(env, "mode", None) == "policy" else None
     env.reset(seed=seed)
     sampler.restart(range(env.num_envs))
     running = np.zeros(env.num_envs)
@@ -103,8 +103,7 @@ def collect_episodes(env, model, n_episodes: int, seed: int = 0, temperature: fl
     bar = tqdm(total=n_episodes, desc="rollout", unit="episode", disable=not progress)
     while len(out) < n_episodes:
         tokens, logprobs = sampler.sample()
-        if supply is not None:
-            supply(logprobs)
+        supply_policy_logprobs(env, logprobs)  # taken only in kl_mode="policy", through any wrappers
         _, rewards, terminated, truncated, infos = env.step(tokens)
         out.tokens += env.num_envs
         running += rewards

@@ -11,15 +11,18 @@ embeds the ids instead and pools them::
     from agents.sb3 import sb3_policy_kwargs
 
     beta = 0.05
-    env = gym.make("textenv/Sentiment-v0", max_new_tokens=8, kl_coef=beta, kl_mode="reference")
+    env = gym.make("textenv/Sentiment-v1", max_new_tokens=8, kl_coef=beta, kl_mode="reference")
     model = PPO("MultiInputPolicy", env, policy_kwargs=sb3_policy_kwargs(), ent_coef=beta)
     model.learn(4096)
 
-``kl_mode="reference"`` with ``ent_coef=β`` makes PPO's objective ``E[R] − β·KL(π‖π_ref)`` (README, "KL
-shaping"). What SB3 does to the observation (``stable_baselines3/common/preprocessing.py``, 2.x): the rollout
-buffer stores ``input_ids`` as int64 (the space's dtype); ``preprocess_obs`` casts each Box to float32 and divides
-by 255 only for image spaces (3-D uint8 Boxes in [0, 255]), so these 1-D int64 Boxes arrive unscaled. float32 holds
-integers exactly up to 2**24, hence ``round().long()`` recovers the ids, and vocabularies above 2**24 are refused.
+``kl_mode="reference"`` with ``ent_coef=β`` approximates the KL-regularised objective ``E[R] − β·KL(π‖π_ref)``:
+it is exact only for one-token episodes with ``normalize_advantage=False``, since SB3 adds each visited state's
+entropy to its loss rather than to the return (:mod:`textenv.kl` says what differs). Adaptive β (``kl_target``)
+is measured in ``"policy"`` mode; :class:`KLBatchCallback` ends its batch at the end of each SB3 rollout.
+
+What SB3 does to the observation (``stable_baselines3/common/preprocessing.py``, 2.x): the rollout buffer stores
+``input_ids`` as int64 (the space's dtype); ``preprocess_obs`` casts each Box to float32 and divides by 255 only
+for image spaces (3-D uint8 Boxes in [0, 255]), so these 1-D int64 Boxes arrive unscaled. float32 holds integers exactly up to 2**24, hence ``round().long()`` recovers the ids, and vocabularies above 2**24 are refused.
 
 Needs the optional extra: ``pip install "textenv[sb3]"``.
 """
@@ -33,8 +36,12 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from textenv import KLController, kl_controller
+
 try:
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+    from stable_baselines3.common.vec_env import DummyVecEnv
 except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError('agents.sb3 needs Stable-Baselines3; install it with: pip install "textenv[sb3]"') from e
 
@@ -44,7 +51,7 @@ _MAX_EXACT_FLOAT32_INT = 2**24  # SB3 hands Box observations over as float32
 
 def _vocab_size(observation_space) -> int:
     """``V`` of the text env's observation space, refusing anything that is not its Dict of two int Boxes."""
-    expected = f"a Dict observation space with keys {OBS_KEYS} (textenv/Sentiment-v0's observation)"
+    expected = f"a Dict observation space with keys {OBS_KEYS} (textenv/Sentiment-v1's observation)"
     if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != set(OBS_KEYS):
         got = f"keys {list(observation_space.spaces)}" if isinstance(observation_space, spaces.Dict) else str(observation_space)
         raise ValueError(f"TokenEmbeddingExtractor needs {expected}; got {got}")
@@ -118,3 +125,48 @@ def sb3_policy_kwargs(embed_dim: int = 64, mlp_dims: Sequence[int] = (), net_arc
     if net_arch is not None:
         kwargs["net_arch"] = net_arch
     return kwargs
+
+
+class KLBatchCallback(BaseCallback):
+    """Ends the env's KL batch at the end of every SB3 rollout: an adaptive β (``kl_target``) takes one step with
+    the mean summed KL of the episodes that finished in the rollout (:meth:`textenv.KLController.end_batch`), and
+    never changes within one. ``model.learn(n, callback=KLBatchCallback())``.
+
+    The KL-shaped envs must live in this process (SB3's default ``DummyVecEnv``, under any ``VecEnvWrapper``);
+    the episodes of its sub-envs are pooled into one update and every sub-env gets the same β. Without
+    ``kl_target`` it changes nothing. The env measures the KL only in ``kl_mode="policy"``, where the agent
+    must hand over its log-probs before each step (:func:`textenv.supply_policy_logprobs`).
+    """
+
+    def _init_callback(self) -> None:
+        self.controllers = _kl_controllers(self.training_env)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        lead, *rest = self.controllers
+        for controller in rest:  # pool every sub-env's episodes into one batch
+            lead.pending, controller.pending = lead.pending + controller.pending, []
+        lead.end_batch()
+        for controller in rest:
+            controller.value = lead.value
+
+
+def _kl_controllers(venv) -> list[KLController]:
+    """The KL controller of each sub-env of an SB3 ``VecEnv`` (refusing envs it cannot reach or that differ)."""
+    while hasattr(venv, "venv"):  # VecEnvWrapper (VecNormalize, VecMonitor, ...)
+        venv = venv.venv
+    if not isinstance(venv, DummyVecEnv):
+        raise TypeError(
+            f"KLBatchCallback needs the KL-shaped envs in this process (a DummyVecEnv), got {type(venv).__name__}; "
+            f"its sub-envs' β cannot be reached"
+        )
+    controllers = [c for c in (kl_controller(env) for env in venv.envs) if c is not None]
+    if not controllers:
+        raise ValueError("KLBatchCallback: the training env has no KL shaping (make it with kl_coef > 0)")
+    settings = {(c.value, c.target, c.horizon) for c in controllers}
+    if len(settings) > 1:
+        raise ValueError(f"KLBatchCallback: the sub-envs' KL controllers differ (β, target, horizon: {sorted(settings, key=str)}); "
+                         f"make every sub-env with the same kl_coef, kl_target and kl_horizon")
+    return controllers

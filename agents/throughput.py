@@ -3,7 +3,7 @@
 Three pipelines do the same work: sample ``B × T`` tokens from the policy LM, get the reference model's
 log-prob of every sampled token (for KL shaping), and score every completion with a reward model.
 
-* ``env``: ``make_vec("textenv/Sentiment-v0", kl_coef>0)`` stepped by :class:`agents.sampler.LMSampler`
+* ``env``: ``make_vec("textenv/Sentiment-v1", kl_coef>0)`` stepped by :class:`agents.sampler.LMSampler`
   (policy KV cache) — the reference is stepped with its own KV cache inside the env, the RM scores the
   envs that finish.
 * ``generate``: ``model.generate`` + one teacher-forced reference forward + one RM pass (the limit).
@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from agents.sampler import LMSampler
+from textenv import supply_policy_logprobs
 from textenv.lm import load_causal_lm, load_tokenizer
 from textenv.rewards import HFRewardModel
 from textenv.task import load_prompts
@@ -45,11 +46,11 @@ def _env_pipeline(env, policy, T: int) -> None:
     sampler.restart(range(env.num_envs))
     for t in range(T):
         tokens, logprobs = sampler.sample()
-        env.supply_policy_logprobs(logprobs)
-        _, _, terminated, truncated, _ = env.step(tokens)
+        supply_policy_logprobs(env, logprobs)
+        _, _, terminated, truncated, infos = env.step(tokens)
         if t < T - 1:
             sampler.advance(tokens, terminated | truncated)
-    assert truncated.all(), "every episode should end by truncation at T tokens"
+    assert infos["final_info"]["capped"].all(), "every episode should end at the token cap, T tokens"
 
 
 @torch.inference_mode()
@@ -107,7 +108,7 @@ def run_throughput(batch_sizes=(1, 16, 64), max_new_tokens: int = 32, repeats: i
         for B in batch_sizes:
             prompts = prompts_all[:B]
             env = gym.make_vec(
-                "textenv/Sentiment-v0", num_envs=B, reward_model=str(rm_dir), prompts=prompts,
+                "textenv/Sentiment-v1", num_envs=B, reward_model=str(rm_dir), prompts=prompts,
                 max_new_tokens=max_new_tokens, kl_coef=0.05, kl_mode="policy",
             )
             pipelines = {

@@ -184,7 +184,8 @@ def add_commands(sub) -> None:
         a = algos.add_parser(name, help=f"{config_cls.__name__}{' ' + str(preset) if preset else ''}",
                              description=(config_cls.__doc__ or "").strip().splitlines()[0])
         a.add_argument("--out", default=None, help=f"run directory (default: runs/{name})")
-        a.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+        a.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists (it is "
+                       "removed once the new run has loaded its env, policy and data)")
         add_config_flags(a, config_cls, preset)
         a.set_defaults(fn=_train)
 

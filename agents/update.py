@@ -20,10 +20,13 @@ import numpy as np
 import torch
 
 from agents.losses import ppo_loss
+from textenv.checkpoint import first_nonfinite  # noqa: F401  (re-exported: agents.update.first_nonfinite)
 
 
 class TrainingDiverged(RuntimeError):
-    """Raised when updates keep producing NaN/inf losses or runaway KL."""
+    """Raised when updates keep producing NaN/inf losses or runaway KL, or leave NaN/inf in the weights, the
+    optimizer state or the sampling distribution. Its message names the last good checkpoint (never overwritten
+    by a diverged policy)."""
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """GRPO side by side: textenv's token-env GRPO against TRL's ``GRPOTrainer``, same model, batch and reward.
 
-Both train the built-in tiny GPT-2 on the train prompts of ``textenv/Sentiment-v0`` with the learned proxy
+Both train the built-in tiny GPT-2 on the train prompts of ``textenv/Sentiment-v1`` with the learned proxy
 reward model (normalised the same way), ``P`` prompts × ``G`` completions per optimizer step, learning rate
 ``lr``, no KL term (β = 0, TRL's default), group-normalised advantages (mean and std), one on-policy step per
 batch, temperature 1, ``max_new_tokens`` tokens. Gold sentiment is logged beside the proxy on both sides and

@@ -19,7 +19,7 @@ from textenv.lm import load_causal_lm
 
 def main():
     torch.set_num_threads(1)
-    env = gym.make_vec("textenv/Sentiment-v0", num_envs=16, max_new_tokens=24, kl_coef=0.1, kl_estimator="k3")
+    env = gym.make_vec("textenv/Sentiment-v1", num_envs=16, max_new_tokens=24, kl_coef=0.1, kl_estimator="k3")
     episodes = collect_episodes(env, load_causal_lm(world.lm_path()), n_episodes=64, temperature=1.3, seed=0)
     print(f"{len(episodes)} episodes, {episodes.tokens} tokens")
     print(f"mean gold sentiment {np.mean(episodes.scores):+.3f}, mean return (sentiment − β·KL) {np.mean(episodes.returns):+.3f}")

@@ -24,7 +24,7 @@ def exclamation_and_brevity(prompts, completions):
 def main():
     torch.manual_seed(0)
     policy = textenv.load_causal_lm(world.lm_path())
-    env = gym.make("textenv/Sentiment-v0", reward_model=exclamation_and_brevity, max_new_tokens=24)
+    env = gym.make("textenv/Sentiment-v1", reward_model=exclamation_and_brevity, max_new_tokens=24)
     for episode in range(4):
         obs, info = env.reset(seed=episode)
         ids = env.unwrapped.prompt_token_ids()
@@ -39,7 +39,7 @@ def main():
             done = terminated or truncated
         print(f"{info['prompt']!r} →{info['completion']!r}")
         print(f"   return {ret:+.2f} = great {info['reward_great']:+.2f} + brevity {info['reward_brevity']:+.2f}"
-              f"  ({'terminated' if terminated else 'truncated'} after {info['num_tokens']} tokens)")
+              f"  ({'at the token cap' if info['capped'] else 'EOS'} after {info['num_tokens']} tokens)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """PPO from human-feedback-style rewards on the token env: proxy reward up, gold reward up, KL bounded.
 
-Shows: ``PPOConfig`` on ``textenv/Sentiment-v0`` (the built-in world's learned proxy reward model, KL shaping
+Shows: ``PPOConfig`` on ``textenv/Sentiment-v1`` (the built-in world's learned proxy reward model, KL shaping
 against the base LM, gold sentiment reported beside the proxy), then an evaluation of base vs trained policy on
 held-out prompts. About a minute on one CPU thread. For the whole SFT → preferences → reward model → PPO
 pipeline run ``textenv rlhf``.
@@ -18,7 +18,7 @@ from textenv import world
 torch.set_num_threads(1)
 config = PPOConfig(iterations=30, prompts_per_iter=64, lr=3e-4, kl_coef=0.05, seed=0)
 result = train_ppo(config, "runs/examples/ppo", resume=False)
-plot_curves(result.rows, "runs/examples/ppo/curves.png", "PPO on textenv/Sentiment-v0")
+plot_curves(result.rows, "runs/examples/ppo/curves.png", "PPO on textenv/Sentiment-v1")
 
 base = LMPolicy.from_pretrained(world.lm_path())
 prompts = eval_prompts(256)

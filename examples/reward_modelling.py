@@ -13,7 +13,7 @@ import json
 import gymnasium as gym
 import torch
 
-import textenv  # noqa: F401  (registers textenv/Sentiment-v0)
+import textenv  # noqa: F401  (registers textenv/Sentiment-v1)
 from textenv import world
 from textenv.rewards import CompositeReward, HFRewardModel, LengthPenalty
 from textenv.rm import RewardModelConfig, generate_preferences, label_stats, train_reward_model, write_preferences
@@ -56,7 +56,7 @@ def main():
           f"{m['gold_spearman']:+.2f}, length correlation {m['length_pearson']:+.2f}, trained in {m['train_seconds']} s")
 
     # 4. the env with this reward model (its stored normalisation applied) and gold beside it
-    env = gym.make("textenv/Sentiment-v0", reward_model=str(path), max_new_tokens=8)
+    env = gym.make("textenv/Sentiment-v1", reward_model=str(path), max_new_tokens=8)
     reward, info = step_text(env, "the pasta was", " really delicious .")
     print(f"'the pasta was really delicious .': reward {reward:+.2f}, gold {info['reward_gold']:+.2f}")
 
@@ -65,7 +65,7 @@ def main():
         {"rm": LengthPenalty(HFRewardModel(path), coef=0.05, free=6), "fluency": world.gold_fluency},
         weights={"rm": 1.0, "fluency": 0.5},
     )
-    env = gym.make("textenv/Sentiment-v0", reward_model=composite, max_new_tokens=8)
+    env = gym.make("textenv/Sentiment-v1", reward_model=composite, max_new_tokens=8)
     reward, info = step_text(env, "the pasta was", " really delicious .")
     print(f"composite {reward:+.2f} = rm {info['reward_rm']:+.2f} + fluency {info['reward_fluency']:+.2f}")
 

@@ -1,8 +1,11 @@
 """Stable-Baselines3 PPO as a black-box agent on the text env, with KL shaping in ``"reference"`` mode.
 
-Shows: ``PPO("MultiInputPolicy", ...)`` on ``textenv/Sentiment-v0`` with the token-embedding features extractor
+Shows: ``PPO("MultiInputPolicy", ...)`` on ``textenv/Sentiment-v1`` with the token-embedding features extractor
 of :mod:`agents.sb3`, and the black-box form of KL-regularised RL: the env adds ``β·log π_ref(a|s)`` to every
-token's reward and PPO adds the entropy bonus ``ent_coef=β``, so the objective is ``E[R] − β·KL(π‖π_ref)``.
+token's reward and PPO adds the entropy bonus ``ent_coef=β``. That approximates ``E[R] − β·KL(π‖π_ref)``; it is
+not exactly it: the KL objective needs ``β·H(π(·|s_t))`` inside the return (soft RL), while SB3 adds each visited
+state's entropy to its loss, beside discounted (γ = 0.99) and normalised advantages, so even with R = 0 the
+policy it converges to on multi-token episodes can differ from π_ref (see :mod:`textenv.kl`).
 Before and after a small training budget it prints, over the same evaluation prompts, the proxy reward
 (``info["score"]``, PPO's reward besides the KL term), the gold sentiment (``info["reward_gold"]``, never seen by
 PPO), the summed KL term ``β·Σ log π_ref`` and the completion length, with standard errors.
@@ -29,14 +32,14 @@ from stable_baselines3 import PPO
 import textenv  # noqa: F401  (registers the ids)
 from agents.sb3 import sb3_policy_kwargs
 
-BETA = 0.05  # KL coefficient β of the env, and PPO's entropy bonus
+BETA = 0.05  # KL coefficient β of the env, and PPO's entropy bonus (the approximation above)
 TOTAL_STEPS = 32_768  # tokens of training (64 rollouts of 512)
 MAX_NEW_TOKENS = 8
 EVAL_EPISODES = 128
 
 
 def make_env():
-    return gym.make("textenv/Sentiment-v0", max_new_tokens=MAX_NEW_TOKENS, kl_coef=BETA, kl_mode="reference")
+    return gym.make("textenv/Sentiment-v1", max_new_tokens=MAX_NEW_TOKENS, kl_coef=BETA, kl_mode="reference")
 
 
 def evaluate(model, env) -> dict[str, float]:

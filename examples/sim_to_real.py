@@ -1,10 +1,11 @@
 """Sim-to-real in miniature: PPO on Hopper-v5 with and without domain randomization, tested on shifted physics.
 
-Shows: ``robotics/Hopper-DR-v0`` (masses ×0.8–1.2, friction ×0.7–1.3, damping ×0.8–1.2, actuator gain
-×0.9–1.1 per episode), ``ControlPPOConfig``, and the shared evaluation protocol on the nominal model and on
-"real" dynamics outside (or, for friction −30%, at the edge of) the training ranges: mass +30%, friction −30%,
-and a harsher mass +50%, gain −20%.
-Writes ``runs/examples/sim_to_real/returns.png``. About 3 minutes on one CPU thread (2 × 200k steps).
+Shows: ``robotics/Hopper-DR-v0`` (each episode draws each body's mass ×0.8–1.2, each geom's friction ×0.7–1.3,
+each joint's damping ×0.8–1.2 and each actuator's gain ×0.9–1.1), ``ControlPPOConfig``, and the shared evaluation
+protocol on the nominal model and on "real" dynamics outside (or, for friction −30%, at the edge of) the training
+ranges, the same shift for every body/geom/actuator: mass +30%, friction −30%, and a harsher mass +50%, gain −20%.
+Writes ``runs/examples/sim_to_real/returns.png``. About 13 minutes of one CPU core (2 × 200k steps; 784 s
+of CPU time measured, longer in wall-clock time on a busy machine).
 
     MUJOCO_GL=egl python examples/sim_to_real.py
 """

@@ -27,8 +27,10 @@ TASKS = ("InvertedPendulum-v5", "Reacher-v5", "Hopper-v5", "HalfCheetah-v5", "Wa
 RANDOMIZED = {f"robotics/{task.split('-')[0]}-DR-v0": task for task in TASKS}
 
 
-def make_randomized(task: str, config: RandomizationConfig | None = None, fixed: dict | None = None, **kwargs) -> gym.Env:
-    """``task`` (a MuJoCo id) inside :class:`DomainRandomization`; ``kwargs`` go to ``gymnasium.make``."""
+def make_randomized(task: str, config: RandomizationConfig | dict | None = None, fixed: dict | None = None,
+                    **kwargs) -> gym.Env:
+    """``task`` (a MuJoCo id) inside :class:`DomainRandomization` (``config`` may be a dict of its ranges);
+    ``kwargs`` go to ``gymnasium.make``."""
     return DomainRandomization(gym.make(task, **kwargs), config, fixed)
 
 

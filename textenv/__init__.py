@@ -5,7 +5,7 @@ Importing it registers ``textenv/Sentiment-v0`` and ``textenv/Bandit-v0``.
 
 from textenv.bandit import BanditEnv
 from textenv.env import TextGenerationEnv
-from textenv.kl import KLController, KLShaping, KLShapingVector, kl_estimate
+from textenv.kl import KLController, KLShaping, KLShapingVector, kl_controller, kl_estimate, supply_policy_logprobs
 from textenv.lm import IncrementalLM, load_causal_lm, load_tokenizer
 from textenv.registration import register_envs
 from textenv.rewards import HFRewardModel, Reward, RewardOutput, as_reward
@@ -27,10 +27,12 @@ __all__ = [
     "TextGenerationVectorEnv",
     "TextTask",
     "as_reward",
+    "kl_controller",
     "kl_estimate",
     "load_causal_lm",
     "load_prompts",
     "load_tokenizer",
+    "supply_policy_logprobs",
 ]
 
 register_envs()

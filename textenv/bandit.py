@@ -43,6 +43,9 @@ class BanditEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, reward_a: float = 1.0, reward_b: float = -1.0):
+        for name, value in (("reward_a", reward_a), ("reward_b", reward_b)):
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or not np.isfinite(value):
+                raise ValueError(f"{name}={value!r} must be a finite number")
         self.action_space = spaces.Discrete(2)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
         self.rewards = (float(reward_a), float(reward_b))
@@ -59,7 +62,7 @@ class BanditEnv(gym.Env):
             raise RuntimeError("step() called after the episode ended (or before the first reset); call reset() first")
         if isinstance(action, np.ndarray) and action.shape in ((), (1,)):
             action = action.reshape(()).item()
-        if action not in (0, 1) or isinstance(action, bool):
+        if not isinstance(action, (int, np.integer)) or isinstance(action, bool) or action not in (0, 1):
             raise ValueError(f"action {action!r} is outside Discrete(2); expected 0 (A) or 1 (B)")
         self._done = True
         reward = self.rewards[int(action)]

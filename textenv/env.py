@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from textenv.task import TextTask
+from textenv.task import TextTask, as_task
 
 
 class TextGenerationEnv(gym.Env):
@@ -15,10 +15,13 @@ class TextGenerationEnv(gym.Env):
 
     ## Description
     An episode is one completion of one prompt. The agent picks the next token; the env appends it and ends
-    the episode on EOS or a stop string (``terminated``) or at ``max_new_tokens`` (``truncated``). The reward
-    model scores the completion on its last step either way, so at the cap the return is complete: the
-    agents of :mod:`agents` do not bootstrap there (a value added past the cap would count the score twice),
-    while Gymnasium's convention lets black-box agents (Stable-Baselines3) add ``γ·V(final obs)``.
+    the episode on EOS, on a stop string or at ``max_new_tokens`` (the cap). The reward model scores the
+    completion on its last step whichever ended it, so the return is complete there. The completion's length
+    is part of the observation, so the cap is part of the MDP, not a time limit (Pardo et al. 2018, "Time
+    Limits in Reinforcement Learning"): in ``-v1`` the cap's step is ``terminated``, and no agent, ours or a
+    black-box one (Stable-Baselines3), adds ``γ·V(final obs)`` after it, which would count the score twice.
+    Every step is transactional: a step that raises (a reward model that fails, a bad action) leaves the env
+    exactly as it was.
     The env itself runs no language model: the reference model of KL shaping lives in
     :class:`textenv.kl.KLShaping`, which ``gymnasium.make`` adds when ``kl_coef > 0``.
 
@@ -41,24 +44,34 @@ class TextGenerationEnv(gym.Env):
     A prompt drawn uniformly from ``prompts`` with the env's seeded RNG, or ``options={"prompt": ...}``.
 
     ## Episode End
-    ``terminated``: EOS or a stop string. ``truncated``: ``max_new_tokens`` tokens generated. Never both.
+    | cause | ``-v1`` (``cap_flag="terminated"``) | ``-v0`` (``cap_flag="truncated"``) | ``info["capped"]`` |
+    |---|---|---|---|
+    | EOS or a stop string | ``terminated`` | ``terminated`` | False |
+    | ``max_new_tokens`` tokens generated (and no EOS/stop string on that step) | ``terminated`` | ``truncated`` | True |
+
+    Never both flags; ``capped`` is reported on every episode's last step.
 
     ## Arguments
     See :class:`textenv.task.TextTask` (``model``, ``reward_model``, ``prompts``, ``max_new_tokens``,
-    ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``gold_reward``) and ``render_mode`` (``"ansi"`` or ``"human"``).
+    ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``gold_reward``, ``cap_flag``) and ``render_mode``
+    (``"ansi"`` or ``"human"``). Each is checked at construction.
 
     ## Info
     ``reward_<term>`` on every step that is rewarded (the last one unless ``dense``). At the episode end also ``prompt``, ``completion`` (decoded text),
-    ``score`` (the completion's final score), ``num_tokens`` and, when the task has a gold reward, ``reward_gold``.
+    ``score`` (the completion's final score), ``num_tokens``, ``capped`` (the cap ended it) and, when the task has
+    a gold reward, ``reward_gold``.
 
     ## Version History
-    * v0: initial version.
+    * v1: the step that reaches ``max_new_tokens`` is ``terminated`` (was ``truncated``), so Gymnasium agents
+      no longer bootstrap past a completion already scored; ``info["capped"]`` marks it. The default.
+    * v0: initial version: the cap's step is ``truncated``. Still registered, for reproducing old runs; an
+      agent must not bootstrap where ``info["capped"]`` (reported on v0 too; the agents of :mod:`agents` do not).
     """
 
     metadata = {"render_modes": ["ansi", "human"]}
 
     def __init__(self, task: TextTask | None = None, render_mode: str | None = None, **task_kwargs):
-        self.task = task if task is not None else TextTask(**task_kwargs)
+        self.task = as_task(task, task_kwargs)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r}; expected one of {self.metadata['render_modes']} or None")
         self.render_mode = render_mode
@@ -100,34 +113,41 @@ class TextGenerationEnv(gym.Env):
         if self._done:
             raise RuntimeError("step() called after the episode ended (or before the first reset); call reset() first")
         token = self.task.check_action(action)
-        position = self._prompt_len + len(self._completion)
-        self._completion.append(token)
-        self._ids[position], self._mask[position] = token, 1
+        completion = self._completion + [token]  # nothing is written before the step has succeeded
 
         terminated = token == self.task.eos_token_id
+        capped = len(completion) >= self.task.max_new_tokens
         text = None
-        if self.task.stop_strings or self.task.dense or terminated or len(self._completion) >= self.task.max_new_tokens:
-            text = self.task.decode(self._completion)
+        if self.task.stop_strings or self.task.dense or terminated or capped:
+            text = self.task.decode(completion)
             terminated = terminated or self.task.hits_stop(text)
-        truncated = not terminated and len(self._completion) >= self.task.max_new_tokens
+        capped = capped and not terminated  # EOS or a stop string on the cap's step ends it as usual
+        if capped and self.task.cap_flag == "terminated":
+            terminated, truncated = True, False
+        else:
+            truncated = capped
         done = terminated or truncated
 
-        reward, info = 0.0, {}
+        reward, info, last_score = 0.0, {}, self._last_score
         if done or self.task.dense:
             scored = self.task.reward([self._prompt], [text])
             terms = {name: float(values[0]) for name, values in scored.terms.items()}
             if self.task.dense:  # reward the change of each term since the previous prefix
                 step_terms = {k: v - self._last_score.get(k, 0.0) for k, v in terms.items()}
-                self._last_score = terms
+                last_score = terms
             else:
                 step_terms = terms
             reward = float(sum(step_terms.values()))
             info.update({f"reward_{k}": v for k, v in step_terms.items()})
             if done:
-                info.update(prompt=self._prompt, completion=text, score=float(scored.total[0]), num_tokens=len(self._completion))
+                info.update(prompt=self._prompt, completion=text, score=float(scored.total[0]),
+                            num_tokens=len(completion), capped=capped)
                 if self.task.gold is not None:
                     info["reward_gold"] = float(self.task.gold([self._prompt], [text]).total[0])
-        self._done = done
+        # commit: every call that could raise (reward, gold) is behind us
+        position = self._prompt_len + len(self._completion)
+        self._completion, self._last_score, self._done = completion, last_score, done
+        self._ids[position], self._mask[position] = token, 1
         if self.render_mode == "human":
             print(self.render())
         return self._obs(), reward, terminated, truncated, info
@@ -140,3 +160,4 @@ class TextGenerationEnv(gym.Env):
         if self.render_mode is None:
             return None
         return self._prompt + "|" + self.task.decode(self._completion)
+

@@ -6,23 +6,43 @@ Two modes, reported in ``info["kl_mode"]``:
   (estimators ``k1``, ``k2``, ``k3``) or from its whole next-token distribution (``full``). The agent already
   has these from sampling, so it hands them over before each ``step`` (no second forward of its model)::
 
-      supply = env.get_wrapper_attr("supply_policy_logprobs")
-      supply(logprob_of_action)          # or the (V,) / (N, V) log-softmax it sampled from
-      env.step(action)
+      import textenv
 
-* ``"reference"`` (black-box agents): the env adds ``β·log π_ref(a_t|s_t)``. KL-regularised RL
-  ``E[R] - β·KL(π‖π_ref)`` equals this reward plus an entropy bonus ``β·H(π)``, which the agent adds
-  (e.g. Stable-Baselines3's ``ent_coef=β``).
+      textenv.supply_policy_logprobs(env, logprobs)  # the chosen token's log-prob(s), or the (V,)/(N, V)
+      env.step(action)                               # log-softmax it sampled from
 
-β is fixed, or adaptive (Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences"):
-``β ← β·(1 + clip(KL/target − 1, −0.2, 0.2)·n/horizon)`` after every ``n`` finished episodes with mean
-summed KL ``KL``. The controller's state is saved and restored with ``state_dict``/``load_state_dict``.
+  :func:`supply_policy_logprobs` and :func:`kl_controller` find the KL wrapper under any stack of Gymnasium
+  wrappers, single or vector (``RecordEpisodeStatistics``, ``TimeLimit``, ...), and in the sub-envs of a
+  ``SyncVectorEnv`` (rows are split among them); sub-envs of an ``AsyncVectorEnv`` live in other processes
+  and cannot be reached.
+
+* ``"reference"`` (black-box agents): the env adds ``β·log π_ref(a_t|s_t)``, which needs no policy log-prob.
+  The KL-regularised objective ``E[Σ_t r_t] − β·E[Σ_t KL(π(·|s_t)‖π_ref(·|s_t))]`` equals the return of this
+  reward **plus** ``β·Σ_t H(π(·|s_t))`` counted inside the return (soft / maximum-entropy RL, undiscounted).
+  An entropy bonus in the loss, as Stable-Baselines3's ``ent_coef=β`` adds it, only approximates that: it
+  adds ``β·∇H(π(·|s_t))`` at each visited state, but gives an action no credit for the entropy of the states
+  it leads to (which the soft return does), the reward part is discounted (γ < 1) and, with advantage
+  normalisation (SB3 PPO's default), divided by the advantages' standard deviation, which rescales β. It is
+  exact only for one-token episodes without advantage normalisation; on longer episodes the policy it
+  converges to can differ from the KL-regularised optimum even when the reward is 0.
+
+The reference is scored at the policy's sampling temperature: ``kl_temperature=T`` divides the reference
+logits by ``T`` before the log-softmax (as TRL does), so a policy equal to the reference and sampled at ``T``
+has KL 0.
+
+β is fixed, or adaptive (Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences"; TRL's
+``AdaptiveKLController``): the wrappers only record each finished episode's summed KL
+(:meth:`KLController.observe`), and whoever ends a batch of rollouts calls :meth:`KLController.end_batch`,
+which applies ``β ← β·(1 + clip(KL/target − 1, −0.2, 0.2)·n/horizon)`` once, with ``KL`` the mean summed KL of
+the ``n`` episodes recorded since the previous call. β never changes in the middle of a rollout. The
+controller's state (pending episodes included) is saved and restored with ``state_dict``/``load_state_dict``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -50,15 +70,24 @@ def kl_estimate(
     ``k3 = (e^{−r} − 1) + r`` (unbiased, ≥ 0), and ``full = Σ_v π(v)·(log π(v) − log π_ref(v))`` (exact; needs
     the whole distributions, ``(..., V)``).
 
+    Tokens the policy gives probability 0 (log-prob ``−inf``, e.g. suppressed tokens) add nothing to ``full``
+    (``0·log 0 = 0``). Where the reference gives ``−inf`` to a token the policy can take, the KL is ``+inf``
+    by definition and is returned as such (the KL wrappers refuse it with an error naming the token).
+
     >>> kl_estimate(torch.tensor(math.log(0.5)), torch.tensor(math.log(0.25)), "k3").item()  # e^-r - 1 + r, r = log 2
     0.1931471...
+    >>> p, q = torch.tensor([0.5, 0.5, 0.0]).log(), torch.tensor([0.25, 0.25, 0.5]).log()
+    >>> kl_estimate(None, None, "full", p, q).item()  # 2 · 0.5·log 2; the third token adds 0·(log 0 − log 0.5) = 0
+    0.6931471...
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"kl estimator {estimator!r} is unknown; expected one of {ESTIMATORS}")
     if estimator == "full":
         if policy_logprobs is None or ref_logprobs is None:
             raise ValueError("the 'full' KL estimator needs the whole policy and reference log-prob vectors (..., V)")
-        return (policy_logprobs.exp() * (policy_logprobs - ref_logprobs)).sum(-1)
+        has_mass = policy_logprobs > -math.inf  # (..., V)
+        log_ratio = torch.where(has_mass, policy_logprobs - ref_logprobs, 0.0)  # masked before the product: no 0·inf
+        return (policy_logprobs.exp() * log_ratio).sum(-1)
     log_ratio = policy_logprob - ref_logprob
     if estimator == "k1":
         return log_ratio
@@ -67,9 +96,26 @@ def kl_estimate(
     return torch.expm1(-log_ratio) + log_ratio
 
 
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 @dataclass
 class KLController:
-    """The KL coefficient β: fixed when ``target`` is None, else adapted towards ``target`` (nats per episode)."""
+    """The KL coefficient β: fixed when ``target`` is None, else adapted towards ``target`` (nats per episode)
+    once per batch of rollouts (module docstring).
+
+    The KL wrappers call :meth:`observe` with each finished episode's summed KL; the agent calls
+    :meth:`end_batch` after each rollout. An agent that never calls it keeps β at its initial value.
+
+    >>> c = KLController(0.1, target=6.0, horizon=10_000)
+    >>> for kl in [0.5] * 32 + [30.0] * 32:
+    ...     c.observe(kl)
+    >>> c.value  # unchanged until the batch ends
+    0.1
+    >>> c.end_batch()  # mean 15.25: error clip(15.25/6 − 1) = 0.2; β·(1 + 0.2·64/10000)
+    0.100128...
+    """
 
     value: float
     """Current β."""
@@ -77,42 +123,70 @@ class KLController:
     """Target summed KL per episode; None keeps β fixed."""
     horizon: int = 10_000
     """Episodes over which a ±20% error moves β by ±20%."""
+    pending: list[float] = field(default_factory=list)
+    """Summed KL of each episode finished since the last :meth:`end_batch` (adaptive β only)."""
 
     def __post_init__(self):
-        if not (math.isfinite(self.value) and self.value >= 0):
-            raise ValueError(f"kl_coef={self.value} must be a finite number >= 0")
-        if self.target is not None and not self.target > 0:
-            raise ValueError(f"kl_target={self.target} must be > 0 (or None for a fixed β)")
-        if self.horizon < 1:
-            raise ValueError(f"kl_horizon={self.horizon} must be >= 1")
+        if not (_is_real(self.value) and math.isfinite(self.value) and self.value >= 0):
+            raise ValueError(f"kl_coef={self.value!r} must be a finite number >= 0")
+        if self.target is not None and not (_is_real(self.target) and math.isfinite(self.target) and self.target > 0):
+            raise ValueError(f"kl_target={self.target!r} must be a finite number > 0 (or None for a fixed β)")
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, np.integer)) or self.horizon < 1:
+            raise ValueError(f"kl_horizon={self.horizon!r} must be an integer >= 1")
+        self.value, self.horizon = float(self.value), int(self.horizon)
+        self.target = None if self.target is None else float(self.target)
+        self.pending = [float(kl) for kl in self.pending]
 
-    def update(self, current: float, n_steps: int) -> float:
-        """Adapt β to the mean summed KL ``current`` of ``n_steps`` finished episodes; returns the new β."""
+    def update(self, current: float, n_episodes: int) -> float:
+        """One adaptive step for ``n_episodes`` finished episodes of mean summed KL ``current``; returns β.
+
+        ``β ← β·(1 + clip(current/target − 1, −0.2, 0.2)·n_episodes/horizon)``; β is unchanged when fixed.
+        """
         if self.target is not None:
             error = float(np.clip(current / self.target - 1.0, -0.2, 0.2))
-            self.value *= 1.0 + error * n_steps / self.horizon
+            self.value *= 1.0 + error * n_episodes / self.horizon
+        return self.value
+
+    def observe(self, episode_kl: float) -> None:
+        """Record one finished episode's summed KL for the next :meth:`end_batch` (nothing is kept when β is fixed)."""
+        if self.target is not None:
+            self.pending.append(float(episode_kl))
+
+    def end_batch(self) -> float:
+        """End a batch of rollouts: one :meth:`update` with the mean KL and the count of the episodes observed
+        since the previous call (none: β unchanged); returns β."""
+        if self.pending:
+            self.update(float(np.mean(self.pending)), len(self.pending))
+            self.pending = []
         return self.value
 
     def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain floats, ints and lists (loadable with ``torch.load(weights_only=True)``)."""
+        return {"value": self.value, "target": self.target, "horizon": self.horizon, "pending": list(self.pending)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+        """Restore :meth:`state_dict` (a state saved before ``pending`` existed loads with none pending)."""
+        unknown = sorted(set(state) - {"value", "target", "horizon", "pending"})
+        if unknown:
+            raise ValueError(f"KLController state has unknown keys {unknown}; expected value, target, horizon, pending")
+        restored = KLController(**{"pending": [], **state})  # validated before anything is changed
+        self.value, self.target, self.horizon, self.pending = restored.value, restored.target, restored.horizon, restored.pending
 
 
 class _ReferenceMixin:
     """What the single and the vector KL wrapper share: loading the reference, checks, the per-token term."""
 
-    def _setup(self, task, kl_coef, estimator, mode, target, horizon, ref_model, device, batch_size):
+    def _setup(self, task, kl_coef, estimator, mode, target, horizon, temperature, ref_model, device, batch_size):
         if estimator not in ESTIMATORS:
             raise ValueError(f"kl_estimator={estimator!r}; expected one of {ESTIMATORS}")
         if mode not in MODES:
             raise ValueError(f"kl_mode={mode!r}; expected one of {MODES}")
         if mode == "reference" and target is not None:
             raise ValueError("kl_target needs kl_mode='policy': in 'reference' mode the env cannot measure the KL")
-        self.controller = KLController(float(kl_coef), target, horizon)
-        self.estimator, self.mode = estimator, mode
+        if not (_is_real(temperature) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"kl_temperature={temperature!r} must be a finite number > 0 (the policy's sampling temperature)")
+        self.controller = KLController(kl_coef, target, horizon)
+        self.estimator, self.mode, self.temperature = estimator, mode, float(temperature)
         model = load_causal_lm(ref_model or task.model_name, device) if not isinstance(ref_model, torch.nn.Module) else ref_model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -126,26 +200,32 @@ class _ReferenceMixin:
 
     def supply_policy_logprobs(self, logprobs) -> None:
         """Hand over the acting policy's log-probs for the coming ``step``: of the chosen token(s), shape
-        ``()``/``(N,)``, or the whole next-token log-softmax, ``(V,)``/``(N, V)`` (needed by ``full``)."""
+        ``()``/``(N,)``, or the whole next-token log-softmax, ``(V,)``/``(N, V)`` (needed by ``full``).
+        Through other wrappers, use :func:`textenv.supply_policy_logprobs`."""
         self._supplied = torch.as_tensor(logprobs, dtype=torch.float32).detach().cpu()
 
-    def _kl_terms(self, actions: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reward term added to the env reward, KL estimate) per row, each ``(batch,)``; consumes the supply."""
-        ref_logprobs = self.ref.next_logprobs.cpu()  # (B, V)
+    def _kl_terms(self, actions: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reward term added to the env reward, KL estimate) per row, each ``(B,)``; consumes the supply.
+        Rows not ``live`` (frozen) are not checked: the caller masks them."""
+        ref_logprobs = self.ref.next_logprobs.cpu()  # (B, V), log-softmax of the reference logits
+        if self.temperature != 1.0:  # log_softmax(logits / T) = log_softmax(log_softmax(logits) / T)
+            ref_logprobs = torch.log_softmax(ref_logprobs / self.temperature, dim=-1)  # (B, V)
         ref_lp = ref_logprobs.gather(1, actions.view(-1, 1)).squeeze(1)  # (B,)
+        batch = len(actions)
         if self.mode == "reference":
+            self._check_finite(ref_lp, live, actions, None, ref_logprobs)
             return self.controller.value * ref_lp, torch.full((batch,), float("nan"))
         supplied, self._supplied = self._supplied, None
         if supplied is None:
             raise RuntimeError(
                 "KL shaping in kl_mode='policy' needs the acting policy's log-probs before each step: call "
-                "env.get_wrapper_attr('supply_policy_logprobs')(logprobs) first, or make the env with "
-                "kl_mode='reference' for black-box agents (and give the agent an entropy bonus of kl_coef)"
+                "textenv.supply_policy_logprobs(env, logprobs) first, or make the env with kl_mode='reference' for "
+                "black-box agents (and give the agent an entropy bonus of kl_coef; see textenv.kl)"
             )
         V = ref_logprobs.shape[-1]
         if supplied.shape in ((batch, V), (V,)):
-            full = supplied.view(batch, V)
-            policy_lp = full.gather(1, actions.view(-1, 1)).squeeze(1)
+            full = supplied.view(batch, V)  # (B, V)
+            policy_lp = full.gather(1, actions.view(-1, 1)).squeeze(1)  # (B,)
         elif supplied.numel() == batch and self.estimator != "full":
             full, policy_lp = None, supplied.view(batch)
         else:
@@ -154,10 +234,28 @@ class _ReferenceMixin:
                 f"supplied policy log-probs have shape {tuple(supplied.shape)}; expected {need} (the next-token "
                 f"log-softmax){'' if self.estimator == 'full' else ' or one log-prob per env'} for estimator {self.estimator!r}"
             )
-        kl = kl_estimate(policy_lp, ref_lp, self.estimator, full, ref_logprobs)
-        if not torch.isfinite(kl).all():
-            raise ValueError(f"KL estimate is not finite ({kl.tolist()[:4]}); check the supplied policy log-probs")
+        kl = kl_estimate(policy_lp, ref_lp, self.estimator, full, ref_logprobs)  # (B,)
+        self._check_finite(kl, live, actions, full, ref_logprobs)
         return -self.controller.value * kl, kl
+
+    @staticmethod
+    def _check_finite(values, live, actions, full, ref_logprobs) -> None:
+        """Refuse a non-finite KL (or reference log-prob) of a live row, naming the row and the token."""
+        bad = (live & ~torch.isfinite(values)).nonzero().squeeze(1)
+        if not len(bad):
+            return
+        i = int(bad[0])
+        if full is not None:  # the first token the policy can take and the reference cannot
+            blocked = ((full[i] > -math.inf) & (ref_logprobs[i] == -math.inf)).nonzero().squeeze(1)
+            token = int(blocked[0]) if len(blocked) else None
+        else:
+            token = int(actions[i])
+        if token is not None and ref_logprobs[i, token] == -math.inf:
+            raise ValueError(
+                f"env {i}: the reference gives token {token} probability 0 where the policy can take it, so "
+                f"KL(π‖π_ref) = +inf; the reference must give some probability to every token the policy samples"
+            )
+        raise ValueError(f"KL estimate of env {i} is {float(values[i])}; check the supplied policy log-probs (NaN or +inf?)")
 
     def _info(self) -> dict[str, Any]:
         return {"kl_mode": self.mode, "kl_estimator": self.estimator, "kl_coef": self.controller.value}
@@ -171,7 +269,10 @@ class KLShaping(_ReferenceMixin, gym.Wrapper):
         kl_coef: β (initial β when adaptive).
         kl_estimator: ``"k1"``, ``"k2"``, ``"k3"`` or ``"full"`` (see :func:`kl_estimate`).
         kl_mode: ``"policy"`` or ``"reference"`` (module docstring).
-        kl_target, kl_horizon: adaptive β (``kl_target=None``: fixed).
+        kl_target, kl_horizon: adaptive β (``kl_target=None``: fixed); β changes only at
+            :meth:`KLController.end_batch` (module docstring).
+        kl_temperature: the policy's sampling temperature ``T``; the reference logits are divided by it
+            (default 1.0; finite, > 0).
         ref_model: name/path or model of the frozen reference; default: a fresh copy of the env's model.
         device: where the reference model runs.
 
@@ -179,9 +280,10 @@ class KLShaping(_ReferenceMixin, gym.Wrapper):
     ``kl_coef`` on every step, and ``episode_kl`` (summed KL, policy mode) at the end.
     """
 
-    def __init__(self, env, kl_coef=0.05, kl_estimator="k1", kl_mode="policy", kl_target=None, kl_horizon=10_000, ref_model=None, device="cpu"):
+    def __init__(self, env, kl_coef=0.05, kl_estimator="k1", kl_mode="policy", kl_target=None, kl_horizon=10_000,
+                 ref_model=None, device="cpu", kl_temperature=1.0):
         gym.Wrapper.__init__(self, env)
-        self._setup(env.unwrapped.task, kl_coef, kl_estimator, kl_mode, kl_target, kl_horizon, ref_model, device, 1)
+        self._setup(env.unwrapped.task, kl_coef, kl_estimator, kl_mode, kl_target, kl_horizon, kl_temperature, ref_model, device, 1)
         self._episode_kl = 0.0
 
     def reset(self, *, seed=None, options=None):
@@ -192,8 +294,13 @@ class KLShaping(_ReferenceMixin, gym.Wrapper):
 
     def step(self, action):
         token = self.env.unwrapped.task.check_action(action)
-        term, kl = self._kl_terms(torch.tensor([token]), 1)
-        obs, reward, terminated, truncated, info = self.env.step(action)
+        supplied = self._supplied
+        term, kl = self._kl_terms(torch.tensor([token]), torch.tensor([True]))
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+        except BaseException:  # the env's step left no trace (e.g. a failing reward model): neither does this one
+            self._supplied = supplied
+            raise
         info.update(self._info(), reward_kl=float(term[0]))
         if self.mode == "policy":
             info["kl"] = float(kl[0])
@@ -201,7 +308,7 @@ class KLShaping(_ReferenceMixin, gym.Wrapper):
         if terminated or truncated:
             if self.mode == "policy":
                 info["episode_kl"] = self._episode_kl
-                self.controller.update(self._episode_kl, 1)
+                self.controller.observe(self._episode_kl)
         else:
             self.ref.step(torch.tensor([token]))
         return obs, reward + float(term[0]), terminated, truncated, info
@@ -209,45 +316,124 @@ class KLShaping(_ReferenceMixin, gym.Wrapper):
 
 class KLShapingVector(_ReferenceMixin, gym.vector.VectorWrapper):
     """:class:`KLShaping` for :class:`textenv.vector_env.TextGenerationVectorEnv`: the reference model steps
-    all N envs in one KV-cached forward per token and re-prefills only the envs that restart."""
+    all N envs in one KV-cached forward per token and re-prefills only the envs that restart.
 
-    def __init__(self, env, kl_coef=0.05, kl_estimator="k1", kl_mode="policy", kl_target=None, kl_horizon=10_000, ref_model=None, device="cpu"):
+    Frozen envs (autoreset ``"disabled"``, after their episode ended) get no KL term and record no KL. With
+    same-step autoreset the KL entries of an episode's last step are in ``info["final_info"]`` too."""
+
+    def __init__(self, env, kl_coef=0.05, kl_estimator="k1", kl_mode="policy", kl_target=None, kl_horizon=10_000,
+                 ref_model=None, device="cpu", kl_temperature=1.0):
         gym.vector.VectorWrapper.__init__(self, env)
-        self._setup(env.unwrapped.task, kl_coef, kl_estimator, kl_mode, kl_target, kl_horizon, ref_model, device, env.num_envs)
-        self._episode_kl = torch.zeros(env.num_envs, dtype=torch.float64)
+        self._setup(env.unwrapped.task, kl_coef, kl_estimator, kl_mode, kl_target, kl_horizon, kl_temperature, ref_model,
+                    device, env.num_envs)
+        self._episode_kl = torch.zeros(env.num_envs, dtype=torch.float64)  # (N,)
 
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
         mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
         rows = np.flatnonzero(mask).tolist()
-        self.ref.reset_rows(rows, self.env.unwrapped.prompt_token_ids(rows))
+        if rows:  # an all-False reset_mask restarts nothing
+            self.ref.reset_rows(rows, self.env.unwrapped.prompt_token_ids(rows))
         self._episode_kl[rows] = 0.0
+        self._supplied = None
         return obs, info
 
     def step(self, actions):
         base = self.env.unwrapped
         live = ~base.done  # (N,) before the step
         tokens = base._check_actions(actions)  # (N,)
-        term, kl = self._kl_terms(tokens.clamp(0, base.task.vocab_size - 1), self.num_envs)
+        supplied = self._supplied
+        term, kl = self._kl_terms(tokens.clamp(0, base.task.vocab_size - 1), live)
         term = torch.where(live, term, torch.zeros_like(term))
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
-        finished = torch.as_tensor(terminated | truncated)
+        try:
+            obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        except BaseException:  # the env's step left no trace (e.g. a failing reward model): neither does this one
+            self._supplied = supplied
+            raise
+        finished = torch.as_tensor(terminated | truncated)  # (N,)
         n = self.num_envs
-        infos.update({k: np.full(n, v, dtype=object if isinstance(v, str) else None) for k, v in self._info().items()})
-        infos.update({f"_{k}": live.numpy().copy() for k in self._info()})
-        infos["reward_kl"], infos["_reward_kl"] = term.double().numpy(), live.numpy().copy()
+        kl_info = {k: np.full(n, v, dtype=object if isinstance(v, str) else None) for k, v in self._info().items()}
+        kl_info["reward_kl"] = term.double().numpy()
+        masks = {k: live for k in kl_info}
         if self.mode == "policy":
             kl = torch.where(live, kl, torch.zeros_like(kl)).double()
-            infos["kl"], infos["_kl"] = kl.numpy(), live.numpy().copy()
+            kl_info["kl"], masks["kl"] = kl.numpy(), live
             self._episode_kl += kl
             if finished.any():
-                infos["episode_kl"] = self._episode_kl.numpy().copy()
-                infos["_episode_kl"] = finished.numpy().copy()
-                self.controller.update(float(self._episode_kl[finished].mean()), int(finished.sum()))
+                kl_info["episode_kl"], masks["episode_kl"] = self._episode_kl.numpy().copy(), finished
+                for episode_kl in self._episode_kl[finished].tolist():
+                    self.controller.observe(episode_kl)
                 self._episode_kl[finished] = 0.0
+        for k, value in kl_info.items():
+            infos[k], infos[f"_{k}"] = value, masks[k].numpy().copy()
+        if "final_info" in infos:  # same-step autoreset: the base env built it before the KL terms existed
+            final = infos["final_info"]
+            for k, value in kl_info.items():
+                final[k], final[f"_{k}"] = value.copy(), finished.numpy().copy()
         restarted = finished.nonzero().squeeze(1).tolist() if base.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP else []
         if len(restarted) < n and not bool(base.done.all()):  # rows that go on advance; all frozen: nothing to do
             self.ref.step(torch.where(live, tokens, torch.full_like(tokens, base.task.pad_token_id)))
         if restarted:
             self.ref.reset_rows(restarted, base.prompt_token_ids(restarted))
         return obs, rewards + term.double().numpy(), terminated, truncated, infos
+
+
+def _kl_wrapper(env):
+    """The KL wrapper under ``env``'s wrappers (walking ``.env``), None, or for a ``SyncVectorEnv`` a list with
+    one entry (wrapper or None) per sub-env."""
+    while env is not None:
+        if isinstance(env, (KLShaping, KLShapingVector)):
+            return env
+        if isinstance(env, gym.vector.SyncVectorEnv):
+            found = [_kl_wrapper(sub) for sub in env.envs]
+            return found if any(w is not None for w in found) else None
+        env = getattr(env, "env", None)
+    return None
+
+
+def supply_policy_logprobs(env, logprobs) -> bool:
+    """Hand the acting policy's log-probs for the coming ``step`` to the KL shaping of ``env``, through any
+    single or vector Gymnasium wrappers; returns whether it takes them.
+
+    ``logprobs``: the chosen token's log-prob(s), shape ``()``/``(N,)``, or the whole next-token log-softmax,
+    ``(V,)``/``(N, V)`` (what the ``full`` estimator needs). For a ``SyncVectorEnv`` of KL-shaped envs, row ``i``
+    goes to sub-env ``i``. Nothing is taken (False) when ``env`` has no KL shaping or shapes in
+    ``"reference"`` mode, which needs no policy log-probs.
+    """
+    found = _kl_wrapper(env)
+    if isinstance(found, list):
+        rows = torch.as_tensor(logprobs)
+        if rows.dim() == 0 or rows.shape[0] != len(found):
+            raise ValueError(
+                f"a SyncVectorEnv of {len(found)} envs needs one row of log-probs per env, shape ({len(found)},) or "
+                f"({len(found)}, V); got {tuple(rows.shape)}"
+            )
+        taken = False
+        for w, row in zip(found, rows):
+            if w is not None and w.mode == "policy":
+                w.supply_policy_logprobs(row)
+                taken = True
+        return taken
+    if found is None or found.mode != "policy":
+        return False
+    found.supply_policy_logprobs(logprobs)
+    return True
+
+
+def kl_controller(env) -> KLController | None:
+    """The :class:`KLController` (β) of ``env``'s KL shaping, through any single or vector Gymnasium wrappers;
+    None when ``env`` has no KL shaping.
+
+    A ``SyncVectorEnv`` with one KL-shaped sub-env gives that env's controller; one with several is refused:
+    each sub-env has its own β, so a batch-level β needs the batched env, ``gym.make_vec(id, num_envs=N)``.
+    """
+    found = _kl_wrapper(env)
+    if isinstance(found, list):
+        shaped = [w for w in found if w is not None]
+        if len(shaped) > 1:
+            raise ValueError(
+                f"this SyncVectorEnv holds {len(shaped)} KL-shaped envs, each with its own KLController (β); make the "
+                f"batched env instead, gym.make_vec(env_id, num_envs={len(found)}), which has one β for all envs"
+            )
+        found = shaped[0]
+    return None if found is None else found.controller

@@ -113,9 +113,11 @@ class IncrementalLM:
     @torch.inference_mode()
     def reset_rows(self, rows: torch.Tensor | list[int], prompts: list[list[int]]) -> None:
         """Restart ``rows`` with the given prompt token ids (prefilled in one batched forward)."""
-        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device).view(-1)  # (R,)
         if len(rows) != len(prompts) or len(rows) == 0:
             raise ValueError(f"reset_rows needs one prompt per row, got {len(rows)} rows and {len(prompts)} prompts")
+        if int(rows.min()) < 0 or int(rows.max()) >= self.batch_size or len(rows.unique()) != len(rows):
+            raise ValueError(f"reset_rows got rows {rows.tolist()}; expected distinct row indices in [0, {self.batch_size})")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("reset_rows got an empty prompt; every row needs at least one token")
         P = max(len(p) for p in prompts)
@@ -133,13 +135,22 @@ class IncrementalLM:
             self.next_logprobs = torch.zeros(self.batch_size, logprobs.shape[-1], device=self.device)
         self.next_logprobs[rows] = logprobs
         self.positions[rows] = mask.sum(-1)
-        if self.cache is None or len(rows) == self.batch_size and torch.equal(
-            rows, torch.arange(self.batch_size, device=self.device)
-        ):
-            self.cache, self.attention_mask = out.past_key_values, mask
-            _check_dynamic(self.cache)
-            return
-        self._splice(rows, out.past_key_values, mask)
+        cache = out.past_key_values
+        _check_dynamic(cache)
+        if len(rows) == self.batch_size and torch.equal(rows, torch.arange(self.batch_size, device=self.device)):
+            self.cache, self.attention_mask = cache, mask  # every row, in order: the prefill is the whole cache
+        elif self.cache is None:  # first call, some rows or a permutation: scatter into a cache of all B rows
+            self.attention_mask = mask.new_zeros((self.batch_size, P))  # (B, P); rows not reset attend to nothing
+            self.attention_mask[rows] = mask
+            for layer in cache.layers:
+                for name in ("keys", "values"):
+                    new = getattr(layer, name)  # (R, H, P, D)
+                    full = new.new_zeros((self.batch_size, *new.shape[1:]))  # (B, H, P, D)
+                    full[rows] = new
+                    setattr(layer, name, full)
+            self.cache = cache
+        else:
+            self._splice(rows, cache, mask)
 
     def _splice(self, rows: torch.Tensor, new_cache: DynamicCache, new_mask: torch.Tensor) -> None:
         """Write a prefilled cache into ``rows``, right-aligned, growing or trimming the shared cache."""
@@ -150,7 +161,6 @@ class IncrementalLM:
         self.attention_mask[rows, -P:] = new_mask
         keep_from = int((self.attention_mask.sum(0) > 0).nonzero()[0])  # first column some row attends to
         self.attention_mask = self.attention_mask[:, keep_from:]
-        _check_dynamic(new_cache)
         for layer, new in zip(self.cache.layers, new_cache.layers):
             for name in ("keys", "values"):
                 full = F.pad(getattr(layer, name), (0, 0, grow, 0))  # (B, H, L + grow, D)

@@ -20,13 +20,21 @@ from textenv.rewards import Reward, as_reward
 
 
 def load_prompts(prompts: Sequence[str] | str | os.PathLike, split: str | None = None) -> list[str]:
-    """Prompts from a list, or from a ``.jsonl`` file of ``{"prompt": ...}`` lines (optional ``"split"`` field)."""
+    """Prompts from a list, or from a ``.jsonl`` file of ``{"prompt": ...}`` lines (optional ``"split"`` field).
+
+    Every prompt must be a non-empty string that encodes as UTF-8 (a lone surrogate such as ``"\\ud800"`` does
+    not); a refused prompt is named by its index, or by ``path:line`` in a file.
+    """
     if isinstance(prompts, (str, os.PathLike)):
         path = Path(prompts)
         if path.suffix != ".jsonl" or not path.is_file():
             raise FileNotFoundError(f"prompts={str(prompts)!r}: expected a list of strings or an existing .jsonl file")
         loaded = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start}): {raw[:80]!r}") from None
             if not line.strip():
                 continue
             try:
@@ -35,30 +43,59 @@ def load_prompts(prompts: Sequence[str] | str | os.PathLike, split: str | None =
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise ValueError(f"{path}:{number}: expected a JSON object with a \"prompt\" string, got {line[:80]!r}") from error
             if split is None or record.get("split", split) == split:
+                _check_prompt(prompt, f"{path}:{number}")
                 loaded.append(prompt)
         prompts = loaded
+    elif not isinstance(prompts, Sequence):
+        raise TypeError(f"prompts must be a list of strings or a .jsonl path, got {type(prompts).__name__}")
     prompts = list(prompts)
     if not prompts:
         raise ValueError("prompts is empty; a text env needs at least one prompt")
     for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt {i} is {prompt!r}; prompts must be non-empty strings")
+        _check_prompt(prompt, f"prompt {i}")
     return prompts
+
+
+def _check_prompt(prompt, where: str) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"{where} is {prompt!r}; prompts must be non-empty strings (not empty, not blank)")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{where} is not valid Unicode text ({error.reason} at character {error.start}): {prompt[:60]!r}; "
+            f"prompts must encode as UTF-8"
+        ) from None
+
+
+CAP_FLAGS = ("terminated", "truncated")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 class TextTask:
     """Tokenizer, vocabulary, prompts, reward and length limits of a text-generation env.
 
+    Every argument and every prompt is checked here, so a bad one fails at ``make`` with its value and the
+    allowed range instead of at some later ``reset`` or ``step``.
+
     Args:
         model: name or path of the causal LM whose tokenizer and vocabulary define the env.
         reward_model: path of a HF sequence-classification model, a callable or a reward object.
-        prompts: list of prompts or a ``.jsonl`` path.
-        max_new_tokens: token cap of a completion (the episode is truncated there).
-        max_prompt_tokens: longest prompt accepted; default: the model's context minus ``max_new_tokens``, at most 64.
-        stop_strings: strings that terminate the episode once the completion contains one (EOS always does).
+        prompts: list of prompts or a ``.jsonl`` path; each must fit in ``max_prompt_tokens`` tokens.
+        max_new_tokens: token cap of a completion (an integer >= 1, less than the model's context).
+        max_prompt_tokens: longest prompt accepted, an integer >= 1; default: the model's context minus
+            ``max_new_tokens``, at most 64.
+        stop_strings: non-empty strings that terminate the episode once the completion contains one (EOS always
+            does); a single ``str`` is one stop string.
         dense: reward each token with ``score(prefix_t) - score(prefix_{t-1})`` (telescopes to the final score).
         gold_reward: a reward that is reported at the episode end as ``info["reward_gold"]`` and **not** added to
             the reward: the true objective beside a learned proxy, so over-optimization shows in every run.
+        cap_flag: the flag set by the step that reaches ``max_new_tokens``: ``"terminated"`` (default,
+            ``textenv/Sentiment-v1``: the completion's length is in the observation, so the cap ends the MDP and
+            nothing may be bootstrapped past it) or ``"truncated"`` (``textenv/Sentiment-v0``'s behaviour).
     """
 
     def __init__(
@@ -68,12 +105,31 @@ class TextTask:
         prompts: Sequence[str] | str | os.PathLike,
         max_new_tokens: int = 24,
         max_prompt_tokens: int | None = None,
-        stop_strings: Sequence[str] = (),
+        stop_strings: Sequence[str] | str = (),
         dense: bool = False,
         gold_reward=None,
+        cap_flag: str = "terminated",
     ):
-        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a name or path of a saved causal LM, got {type(model).__name__}")
+        if not _is_int(max_new_tokens) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
+        if max_prompt_tokens is not None and (not _is_int(max_prompt_tokens) or max_prompt_tokens < 1):
+            raise ValueError(f"max_prompt_tokens={max_prompt_tokens!r} must be an integer >= 1 (or None for the default)")
+        if not isinstance(dense, (bool, np.bool_)):
+            raise TypeError(f"dense={dense!r} must be a bool")
+        if cap_flag not in CAP_FLAGS:
+            raise ValueError(f"cap_flag={cap_flag!r}; expected one of {CAP_FLAGS}")
+        if isinstance(stop_strings, str):
+            stop_strings = (stop_strings,)
+        if not isinstance(stop_strings, Sequence) or not all(isinstance(s, str) and s for s in stop_strings):
+            raise ValueError(f"stop_strings={stop_strings!r} must be a string or a list of non-empty strings")
+        if gold_reward is not None and not isinstance(gold_reward, (str, os.PathLike, Reward)) and not callable(gold_reward):
+            raise TypeError(
+                f"gold_reward must be None, a path to a reward model, a callable (prompts, completions) -> list[float] "
+                f"or a reward object; got {type(gold_reward).__name__}"
+            )
+        self.prompts = load_prompts(prompts)
         self.model_name = str(model)
         self.tokenizer = load_tokenizer(model)
         config = load_pretrained(AutoConfig, model, "model config")
@@ -81,19 +137,20 @@ class TextTask:
         self.context = context_length(config)
         if self.context is not None and max_new_tokens >= self.context:
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of {self.context} tokens")
-        room = (self.context - max_new_tokens) if self.context else 64
-        self.max_prompt_tokens = int(max_prompt_tokens or min(64, room))
-        if self.max_prompt_tokens > room:
+        room = (self.context - max_new_tokens) if self.context else None
+        self.max_prompt_tokens = int(max_prompt_tokens if max_prompt_tokens is not None else min(64, room or 64))
+        if room is not None and self.max_prompt_tokens > room:
             raise ValueError(
                 f"max_prompt_tokens={self.max_prompt_tokens} + max_new_tokens={max_new_tokens} exceeds the model's "
                 f"context of {self.context} tokens"
             )
         self.max_new_tokens = int(max_new_tokens)
-        self.prompts = load_prompts(prompts)
+        self._check_prompt_lengths()
         self.reward: Reward = as_reward(reward_model)
         self.gold: Reward | None = None if gold_reward is None else as_reward(gold_reward)
         self.stop_strings = tuple(stop_strings)
         self.dense = bool(dense)
+        self.cap_flag = cap_flag
         self.eos_token_id = self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id
         if self.pad_token_id >= self.vocab_size:  # a pad token added past the model's embeddings
@@ -107,16 +164,24 @@ class TextTask:
         )
         self.action_space = spaces.Discrete(self.vocab_size)
 
-    def encode_prompt(self, prompt: str) -> list[int]:
+    def _check_prompt_lengths(self) -> None:
+        """Refuse, at construction, any prompt of ``prompts`` that ``reset`` would refuse (one batched encode)."""
+        lengths = [len(ids) for ids in self.tokenizer(self.prompts, add_special_tokens=False)["input_ids"]]
+        for i, n in enumerate(lengths):
+            if n > self.max_prompt_tokens or n == 0:
+                self.encode_prompt(self.prompts[i], f"prompts[{i}]")
+
+    def encode_prompt(self, prompt: str, where: str = "prompt") -> list[int]:
         """Token ids of a prompt, refusing empty ones and ones too long for the observation or the context."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt {prompt!r} is empty; expected a non-empty string")
+        _check_prompt(prompt, where)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"{where} {prompt!r} encodes to no tokens; a prompt needs at least one")
         if len(ids) > self.max_prompt_tokens:
-            limit = f"the model's context of {self.context} tokens" if self.context else "the env's limit"
+            room = (f"; the model's context of {self.context} tokens minus max_new_tokens={self.max_new_tokens} allows "
+                    f"max_prompt_tokens up to {self.context - self.max_new_tokens}") if self.context else ""
             raise ValueError(
-                f"prompt of {len(ids)} tokens exceeds max_prompt_tokens={self.max_prompt_tokens} "
-                f"({limit} minus max_new_tokens={self.max_new_tokens}): {prompt[:60]!r}"
+                f"{where} of {len(ids)} tokens exceeds max_prompt_tokens={self.max_prompt_tokens}{room}: {prompt[:60]!r}"
             )
         return ids
 
@@ -138,3 +203,14 @@ class TextTask:
 
     def hits_stop(self, completion: str) -> bool:
         return any(stop in completion for stop in self.stop_strings)
+
+
+def as_task(task: TextTask | None, task_kwargs: dict) -> TextTask:
+    """``task``, or a :class:`TextTask` built from ``task_kwargs`` (what the envs take; not both)."""
+    if task is None:
+        return TextTask(**task_kwargs)
+    if not isinstance(task, TextTask):
+        raise TypeError(f"task must be a TextTask, got {type(task).__name__}")
+    if task_kwargs:
+        raise TypeError(f"pass either task or task keyword arguments, not both (got task and {sorted(task_kwargs)})")
+    return task

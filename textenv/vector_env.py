@@ -1,9 +1,10 @@
 """The batched text env: N completions stepped together, state kept as torch tensors.
 
-``gymnasium.make_vec("textenv/Sentiment-v0", num_envs=N)`` returns it (through the id's
-``vector_entry_point``). Sub-env ``i`` seeded with ``seed + i`` draws the same prompts as a single env seeded
-with ``seed + i``, and the same actions give the same rewards (tested). The reward model is called once per
-step for all envs that finish in it.
+``gymnasium.make_vec("textenv/Sentiment-v1", num_envs=N)`` returns it (through the id's
+``vector_entry_point``; ``-v0`` too, with its episode ends). Sub-env ``i`` seeded with ``seed + i`` draws the
+same prompts as a single env seeded with ``seed + i``, and the same actions give the same rewards, flags and
+infos (tested, dense rewards and stop strings included). The reward model is called once per step for all envs
+that finish in it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from gymnasium.utils import seeding
 
-from textenv.task import TextTask
+from textenv.task import TextTask, as_task
 
 _MODES = {"same_step": AutoresetMode.SAME_STEP, "disabled": AutoresetMode.DISABLED}
 
 
 class TextGenerationVectorEnv(VectorEnv):
     """``num_envs`` copies of :class:`textenv.env.TextGenerationEnv` in one set of tensors.
+
+    Episode ends, rewards and infos are the single env's (``terminated`` at the cap in ``-v1``, ``truncated`` in
+    ``-v0``; ``info["capped"]`` on every episode's last step), and so is the transactional step: a step that
+    raises leaves every env as it was.
 
     Args:
         num_envs: batch size N.
@@ -42,7 +47,7 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ValueError(f"num_envs={num_envs!r} must be an integer >= 1")
         if autoreset_mode not in _MODES:
             raise ValueError(f"autoreset_mode={autoreset_mode!r}; expected one of {sorted(_MODES)}")
-        self.task = task if task is not None else TextTask(**task_kwargs)
+        self.task = as_task(task, task_kwargs)
         self.num_envs = int(num_envs)
         self.metadata = {"autoreset_mode": _MODES[autoreset_mode], "render_modes": ["ansi"]}
         self.render_mode = None
@@ -109,22 +114,62 @@ class TextGenerationVectorEnv(VectorEnv):
         tokens = self._check_actions(actions)  # (N,)
         live = ~self.done  # (N,)
         rows = live.nonzero().squeeze(1)
-        self.input_ids[rows, self.prompt_len[rows] + self.gen_len[rows]] = tokens[rows]
-        self.attention_mask[rows, self.prompt_len[rows] + self.gen_len[rows]] = 1
+        at = self.prompt_len[rows] + self.gen_len[rows]  # (R,) where each live row's token goes
+        saved_ids, saved_mask = self.input_ids[rows, at].clone(), self.attention_mask[rows, at].clone()  # (R,)
+        self.input_ids[rows, at] = tokens[rows]
+        self.attention_mask[rows, at] = 1
         self.gen_len[rows] += 1
+        try:  # scoring may raise (a failing reward model): then the step leaves no trace
+            rewards, terminated, truncated, infos, last_terms = self._score(tokens, live, rows)
+        except BaseException:
+            self.input_ids[rows, at], self.attention_mask[rows, at] = saved_ids, saved_mask
+            self.gen_len[rows] -= 1
+            raise
+        for i, terms in last_terms.items():
+            self._last_terms[i] = terms
+        finished = terminated | truncated
 
-        terminated = live & (tokens == self.task.eos_token_id)
+        finished_rows = finished.nonzero().squeeze(1).tolist()
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and finished_rows:
+            final_obs = self._obs()
+            final = {}
+            for i in finished_rows:
+                row = {k: v[i] for k, v in infos.items() if not k.startswith("_") and infos[f"_{k}"][i]}
+                # numpy scalars back to Python ones, so that a bool info (``capped``) stays a bool array
+                row = {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()}
+                final = self._add_info(final, row, i)
+            infos["final_obs"] = np.full(self.num_envs, None, dtype=object)
+            for i in finished_rows:
+                infos["final_obs"][i] = {k: v[i] for k, v in final_obs.items()}
+            infos["_final_obs"] = finished.numpy().copy()
+            infos["final_info"], infos["_final_info"] = final, finished.numpy().copy()
+            self._reset_rows(finished_rows)
+        else:
+            self.done |= finished
+        return self._obs(), rewards, terminated.numpy(), truncated.numpy(), infos
+
+    def _score(self, tokens: torch.Tensor, live: torch.Tensor, rows: torch.Tensor):
+        """Flags, rewards and infos of the step whose tokens are already written; changes no state (it may raise).
+
+        Returns ``(rewards (N,), terminated (N,), truncated (N,), infos, {row: the dense reward's new terms})``.
+        """
+        terminated = live & (tokens == self.task.eos_token_id)  # (N,)
         texts: dict[int, str] = {}
         if self.task.stop_strings:
             for i in rows.tolist():
                 texts[i] = self._completion_text(i)
                 terminated[i] |= self.task.hits_stop(texts[i])
-        truncated = live & ~terminated & (self.gen_len >= self.task.max_new_tokens)
+        capped = live & ~terminated & (self.gen_len >= self.task.max_new_tokens)  # (N,)
+        if self.task.cap_flag == "terminated":
+            terminated, truncated = terminated | capped, torch.zeros_like(capped)
+        else:
+            truncated = capped
         finished = terminated | truncated
         scored_rows = (live if self.task.dense else finished).nonzero().squeeze(1).tolist()
 
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         infos: dict[str, Any] = {}
+        last_terms: dict[int, dict[str, float]] = {}
         if scored_rows:
             for i in scored_rows:
                 if i not in texts:
@@ -137,32 +182,16 @@ class TextGenerationVectorEnv(VectorEnv):
             for j, i in enumerate(scored_rows):
                 terms = {name: float(values[j]) for name, values in scored.terms.items()}
                 step_terms = {k: v - self._last_terms[i].get(k, 0.0) for k, v in terms.items()} if self.task.dense else terms
-                self._last_terms[i] = terms
+                last_terms[i] = terms
                 rewards[i] = sum(step_terms.values())
                 row_info = {f"reward_{k}": v for k, v in step_terms.items()}
                 if finished[i]:
-                    row_info.update(
-                        prompt=self.prompts[i], completion=texts[i], score=float(scored.total[j]), num_tokens=int(self.gen_len[i])
-                    )
+                    row_info.update(prompt=self.prompts[i], completion=texts[i], score=float(scored.total[j]),
+                                    num_tokens=int(self.gen_len[i]), capped=bool(capped[i]))
                     if i in gold:
                         row_info["reward_gold"] = gold[i]
                 infos = self._add_info(infos, row_info, i)
-
-        finished_rows = finished.nonzero().squeeze(1).tolist()
-        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and finished_rows:
-            final_obs = self._obs()
-            final = {}
-            for i in finished_rows:
-                final = self._add_info(final, {k: v[i] for k, v in infos.items() if not k.startswith("_") and infos[f"_{k}"][i]}, i)
-            infos["final_obs"] = np.full(self.num_envs, None, dtype=object)
-            for i in finished_rows:
-                infos["final_obs"][i] = {k: v[i] for k, v in final_obs.items()}
-            infos["_final_obs"] = finished.numpy().copy()
-            infos["final_info"], infos["_final_info"] = final, finished.numpy().copy()
-            self._reset_rows(finished_rows)
-        else:
-            self.done |= finished
-        return self._obs(), rewards, terminated.numpy(), truncated.numpy(), infos
+        return rewards, terminated, truncated, infos, last_terms
 
     def _check_actions(self, actions) -> torch.Tensor:
         tokens = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions)

@@ -61,7 +61,11 @@ class ReplayBuffer:
 
     def load_online_state(self, state: dict) -> None:
         n = state["size"] - self.fixed
+        if state["size"] > self.capacity:
+            raise ValueError(f"the checkpoint's replay buffer holds {n} online transitions, more than this buffer's "
+                             f"room of {self.capacity - self.fixed}; resume with at least as many online steps")
         for k, t in self.tensors.items():
             t[self.fixed:self.fixed + n] = state["online"][k]
-        self.size, self._next = state["size"], state["next"]
+        # a buffer that was full had wrapped its write position; in a larger one (more online steps) it appends
+        self.size, self._next = state["size"], state["next"] if state["size"] == self.capacity else state["size"]
         self.generator.set_state(state["generator"])

@@ -83,11 +83,12 @@ def train_offline(config, run_dir: str | Path, data=None, resume: bool = True, p
     sampler = agent.sampler(data) if hasattr(agent, "sampler") else ReplayBuffer.from_data(data, seed=config.seed)
     start, elapsed = 0, 0.0
     if state is not None:
-        agent.load_state_dict(torch.load(run.checkpoint_dir / "policy.pt"))
+        agent.load_state_dict(torch.load(run.checkpoint_dir / "policy.pt", weights_only=True))
         agent.load_trainer_state(state["trainer"])
         sampler.generator.set_state(state["sampler"])
         set_rng_state(state["rng"])  # create() seeded torch afresh
         start, elapsed = state["step"], state["elapsed"]
+    run.begin()  # data, agent and state loaded: only now may resume=False remove the old checkpoint
     acc: dict[str, list[float]] = defaultdict(list)
     bar = tqdm(total=config.steps, initial=start, desc=f"{config.name} {data.dataset_id}", unit="step",
                disable=not progress, mininterval=1.0)
@@ -178,11 +179,12 @@ def finetune_online(config, settings: FinetuneSettings, run_dir: str | Path, dat
     env = gym.make(data.env_id)
     start = 0
     if state is not None:
-        agent.load_state_dict(torch.load(run.checkpoint_dir / "policy.pt"))
+        agent.load_state_dict(torch.load(run.checkpoint_dir / "policy.pt", weights_only=True))
         agent.load_trainer_state(state["trainer"])
         buffer.load_online_state(state["buffer"])
         start = state["step"]
     else:
+        run.begin()
         run.log({"iteration": 0, **evaluate_agent(agent, data, settings.online_eval_episodes, config.seed)})
     obs, _ = env.reset(seed=config.seed * 10**6 + 7 + start)
     returns: list[float] = []

@@ -195,10 +195,17 @@ def test_target_kl_stops_the_epochs_early(tmp_path):
     assert all(r["epochs"] == 1 for r in rows)  # the first minibatch already exceeds 1.5·target_kl
 
 
-def test_adaptive_beta_moves_towards_the_target(tmp_path):
-    rows = train_ppo(_small_ppo(iterations=3, kl_coef=0.1, kl_target=1e-3, kl_horizon=8, lr=1e-3), tmp_path,
+def test_adaptive_beta_follows_ziegler_once_per_batch_with_the_batch_mean_kl(tmp_path):
+    """β of iteration i+1 = β_i·(1 + clip(KL_i/target − 1, ±0.2)·n/horizon), KL_i the batch's logged mean summed KL
+    and n its 8 episodes: one update per batch (Ziegler et al. 2019), not one per group of envs finishing together."""
+    target, horizon, n = 0.05, 40, 8
+    rows = train_ppo(_small_ppo(iterations=4, kl_coef=0.1, kl_target=target, kl_horizon=horizon, lr=1e-3), tmp_path,
                      progress=False).rows
-    assert rows[-1]["beta"] > 0.1  # summed KL above the target → β grows (by at most 20%·n/horizon per update)
+    assert rows[0]["beta"] == 0.1  # the first rollout is shaped with the initial β
+    for before, after in zip(rows, rows[1:]):
+        error = min(max(before["kl"] / target - 1.0, -0.2), 0.2)
+        assert after["beta"] == pytest.approx(before["beta"] * (1 + error * n / horizon), rel=1e-12)
+    assert len({row["beta"] for row in rows}) > 1  # β did move
 
 
 def test_ptx_adds_a_pretraining_loss(tmp_path):
@@ -211,7 +218,8 @@ def test_ptx_adds_a_pretraining_loss(tmp_path):
         train_ppo(_small_ppo(ptx_coef=0.5, ptx_data="nope.txt"), tmp_path / "bad", progress=False)
 
 
-def test_ipo_trains_and_dpo_resumes(tmp_path):
+def test_ipo_trains_and_checkpoints(tmp_path):
+    """IPO trains end to end and checkpoints its last step (interrupted-and-resumed runs: tests/agents/test_resume.py)."""
     from agents.dpo import DPOConfig, train_dpo
     from agents.run import STATE
 

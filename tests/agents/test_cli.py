@@ -18,10 +18,34 @@ def test_demo_writes_samples_and_a_plot(tmp_path, lm_dir, capsys):
     assert (tmp_path / "rewards.png").stat().st_size > 10_000
 
 
+COMMANDS = ("build-world", "demo", "preferences", "train-rm", "eval-rm", "throughput", "train", "rlhf", "bench",
+            "best-of-n", "datasets")
+
+
 def test_console_script_lists_its_subcommands():
     out = subprocess.run([sys.executable, "-m", "agents.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("build-world", "demo", "preferences", "train-rm", "eval-rm", "throughput", "train", "rlhf", "bench", "best-of-n"):
-        assert command in out
+    listed = out.split("{", 1)[1].split("}", 1)[0].split(",")  # argparse's "{build-world,demo,...}"
+    assert sorted(listed) == sorted(COMMANDS)
+
+
+def _every_command():
+    from agents.train_cli import _algorithms
+
+    return ([(c,) for c in COMMANDS] + [("train", a) for a in (*_algorithms(), "iql-online")]
+            + [("datasets", "collect"), ("datasets", "list")])
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
+def test_every_subcommand_has_a_working_help(command, capsys):
+    """Each command's own ``--help`` builds its parser (one flag per config field) and exits 0: a bad default or a
+    clash between two flags fails here, not only when a user runs that one command."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: textenv {' '.join(command)} ")
+    if command[0] == "train" and len(command) == 2:
+        assert "--out" in out and "--no-resume" in out and "--seed" in out
 
 
 @pytest.mark.slow
@@ -29,8 +53,15 @@ def test_throughput_benchmark_runs_and_reports_ratios(lm_dir):
     from agents.throughput import format_rows, run_throughput
 
     rows = run_throughput(batch_sizes=(2,), max_new_tokens=4, repeats=1, naive=True, progress=False)
-    assert rows[0]["env_tok_s"] > 0 and rows[0]["generate_vs_generate"] == 1.0
-    assert "env_vs_generate" in format_rows(rows)
+    row = rows[0]
+    assert row["batch"] == 2 and row["new_tokens"] == 4
+    for name in ("env", "generate", "naive"):  # each ratio is that pipeline's tokens/s over generate's
+        assert 0 < row[f"{name}_tok_s"] < float("inf")
+        assert row[f"{name}_vs_generate"] == pytest.approx(row[f"{name}_tok_s"] / row["generate_tok_s"])
+    table = format_rows(rows).splitlines()
+    assert table[0] == "| batch | threads | env_tok_s | generate_tok_s | naive_tok_s | env_vs_generate | naive_vs_generate |"
+    assert table[2] == (f"| 2 | 1 | {row['env_tok_s']:.0f} | {row['generate_tok_s']:.0f} | {row['naive_tok_s']:.0f} | "
+                        f"{row['env_vs_generate']:.2f} | {row['naive_vs_generate']:.2f} |")
 
 
 @pytest.mark.slow

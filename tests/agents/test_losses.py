@@ -164,6 +164,24 @@ def test_dpo_sigmoid_by_hand():
     assert out.margin.item() == pytest.approx(0.25)
 
 
+def test_dpo_subtracts_the_reference_log_probs():
+    """Guards against a DPO loss that ignores the reference model. The other cases give chosen and rejected the same
+    reference log-prob, so the reference cancels in h; here it does not.
+
+    β = 1. Pair 0: π(y_w) = π(y_l) = −1, ref = −2, −1 → h = (−1 + 2) − (−1 + 1) = 1 (without the reference: 0).
+    Pair 1: π(y_w) = −1, π(y_l) = −2, ref = −1, −3 → h = 0 − 1 = −1 (without the reference: +1)."""
+    pc, pr = torch.tensor([-1.0, -1.0]), torch.tensor([-1.0, -2.0])
+    rc, rr = torch.tensor([-2.0, -1.0]), torch.tensor([-1.0, -3.0])
+    out = dpo_loss(pc, pr, rc, rr, beta=1.0)
+    # −log σ(1) = 0.3132617, −log σ(−1) = 1.3132617
+    assert out.loss.item() == pytest.approx((0.3132617 + 1.3132617) / 2, abs=1e-6)
+    assert out.chosen_reward.item() == pytest.approx((1.0 + 0.0) / 2)  # mean β·(π(y_w) − ref(y_w))
+    assert out.rejected_reward.item() == pytest.approx((0.0 + 1.0) / 2)
+    assert out.accuracy.item() == 0.5 and out.margin.item() == pytest.approx(0.0)
+    # IPO: (h − 1/(2β))² = (1 − 0.5)², (−1 − 0.5)² → mean (0.25 + 2.25)/2
+    assert dpo_loss(pc, pr, rc, rr, beta=1.0, loss_type="ipo").loss.item() == pytest.approx(1.25)
+
+
 def test_dpo_accuracy_counts_a_tie_as_wrong():
     # pair 0 as above (right), pair 1 with equal implicit rewards (h = 0): 1 of 2, as TRL counts it
     out = dpo_loss(torch.tensor([-1.0, -1.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -1.0]),

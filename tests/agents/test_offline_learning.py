@@ -92,4 +92,5 @@ def test_decision_transformer_learns_from_good_data(tmp_path, monkeypatch):
     config = DTConfig(dataset=data.dataset_id, steps=1500, batch_size=32, context=5, n_layer=1, embed_dim=32,
                       dropout=0.0, lr=1e-3, warmup_steps=100, max_ep_len=200, target_return=EXPERT, eval_every=0,
                       eval_episodes=5, log_every=500)
-    assert train(config, data, tmp_path / "dt") > 70  # measured 92.6; random actions score about 0
+    score = train(config, data, tmp_path / "dt")
+    assert score > 85, score  # measured 92.6 (the data: about 94); random actions score about 0

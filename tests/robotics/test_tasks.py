@@ -31,9 +31,14 @@ def test_every_robotics_id_passes_the_checker_and_is_seeded(env_id):
             trace += [obs, reward]
         return trace
 
+    def same(x, y):
+        if isinstance(x, dict):
+            return x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+        return np.array_equal(x, y)
+
     a, b, c = rollout(3), rollout(3), rollout(4)
-    assert all(np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y for x, y in zip(a, b))
-    assert a[1] != c[1]  # another seed draws other physics
+    assert all(same(x, y) for x, y in zip(a, b))
+    assert not same(a[1], c[1])  # another seed draws other physics
 
 
 def test_samples_stay_in_their_ranges_and_reach_the_model():
@@ -48,10 +53,11 @@ def test_samples_stay_in_their_ranges_and_reach_the_model():
         p = info["randomization"]
         for name in ("mass", "friction", "damping", "gain", "obs_noise", "action_delay"):
             low, high = getattr(config, name)
-            assert low <= p[name] <= high, (name, p[name])
+            drawn = p[name][1:] if name == "mass" else p[name]  # the world body (0) keeps scale 1
+            assert np.all((low <= drawn) & (drawn <= high)), (name, p[name])
         seen.add(p["action_delay"])
         np.testing.assert_allclose(model.body_mass, nominal["body_mass"] * p["mass"])
-        np.testing.assert_allclose(model.body_inertia, nominal["body_inertia"] * p["mass"])
+        np.testing.assert_allclose(model.body_inertia, nominal["body_inertia"] * p["mass"][:, None])
         np.testing.assert_allclose(model.geom_friction[:, 0], nominal["geom_friction"][:, 0] * p["friction"])
         np.testing.assert_allclose(model.actuator_gainprm[:, 0], nominal["actuator_gainprm"][:, 0] * p["gain"])
         np.testing.assert_allclose(model.dof_damping, nominal["dof_damping"] * p["damping"])
@@ -111,9 +117,14 @@ def test_bad_ranges_are_refused(kwargs, message):
 
 def test_fixed_mode_samples_nothing():
     env = DomainRandomization(gym.make("Hopper-v5"), fixed={"mass": 1.3, "friction": 0.7})
-    draws = [env.reset(seed=seed)[1]["randomization"] for seed in range(5)]
-    assert all(d == {"mass": 1.3, "friction": 0.7, "damping": 1.0, "gain": 1.0, "obs_noise": 0.0, "action_delay": 0}
-               for d in draws)
+    model = env.unwrapped.model
+    expected = {"mass": [1.0] + [1.3] * (model.nbody - 1), "friction": [0.7] * model.ngeom,
+                "damping": [1.0] * model.nv, "gain": [1.0] * model.nu, "obs_noise": 0.0, "action_delay": 0}
+    for seed in range(5):
+        draw = env.reset(seed=seed)[1]["randomization"]
+        assert draw.keys() == expected.keys()
+        for name, value in expected.items():
+            np.testing.assert_array_equal(draw[name], value, err_msg=name)
     with pytest.raises(ValueError, match=r"fixed\['action_delay'\]=1.5: expected a whole number"):
         DomainRandomization(gym.make("Hopper-v5"), fixed={"action_delay": 1.5})
 
@@ -158,3 +169,51 @@ def test_an_evaluation_episode_renders_to_a_gif_or_skips_cleanly(tmp_path):
         assert gif.n_frames >= 2 and gif.size == (64, 64)
         gif.seek(1)
         assert np.asarray(gif.convert("RGB")).std() > 5  # a scene, not a blank frame
+
+
+class _Still:  # any object with the policy protocol's act(obs, deterministic) -> .action
+    def act(self, obs, deterministic=True):
+        import torch
+
+        return type("Act", (), {"action": torch.zeros(len(obs), 1)})()
+
+
+def test_a_bug_in_the_first_frame_propagates_instead_of_skipping(tmp_path, monkeypatch):
+    """Guards against record_gif turning any first-frame error into "cannot render here" (None + warning), which
+    hid a NameError in the frame code and made the GIF test skip: only a missing GL backend may be skipped."""
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+    from robotics.render import record_gif
+
+    def buggy_render(self):
+        raise NameError("name 'frame' is not defined")
+
+    monkeypatch.setattr(MujocoEnv, "render", buggy_render)
+    with pytest.raises(NameError, match="name 'frame' is not defined"):
+        record_gif(_Still(), "InvertedPendulum-v5", tmp_path / "episode.gif", max_steps=2, size=32)
+    assert not (tmp_path / "episode.gif").exists()
+
+
+@pytest.mark.parametrize("error", [
+    ImportError("Cannot initialize a EGL device display. This likely means that your EGL driver does not support "
+                "the PLATFORM_DEVICE extension"),
+    RuntimeError("Failed to create OSMesa GL context."),
+    "mujoco.FatalError",
+], ids=["egl-display", "osmesa-context", "glfw-no-opengl"])
+def test_a_missing_gl_backend_is_skipped_with_a_warning(tmp_path, monkeypatch, error):
+    """The other side of the first-frame rule: what MuJoCo's EGL/OSMesa/GLFW backends raise on a machine
+    without GL is a skip (None and a RuntimeWarning naming the reason), not a failure."""
+    import mujoco
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+    from robotics.render import record_gif
+
+    if error == "mujoco.FatalError":
+        error = mujoco.FatalError("an OpenGL platform library has not been loaded into this process")
+
+    def no_gl(self):
+        raise error
+
+    monkeypatch.setattr(MujocoEnv, "render", no_gl)
+    with pytest.warns(RuntimeWarning, match=f"cannot render InvertedPendulum-v5 here \\({type(error).__name__}"):
+        assert record_gif(_Still(), "InvertedPendulum-v5", tmp_path / "episode.gif", max_steps=2, size=32) is None

@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 import textenv  # noqa: F401
 from textenv import world
 
-IDS = ["textenv/Sentiment-v0", "textenv/Bandit-v0"]
+IDS = ["textenv/Sentiment-v1", "textenv/Sentiment-v0", "textenv/Bandit-v0"]
 
 
 def _roll(env, seed, actions_seed, max_steps=200):
@@ -60,7 +60,7 @@ def test_episode_ends_terminated_on_eos_truncated_at_cap_never_both():
     prompt_len = int(obs["attention_mask"].sum())
     _, _, terminated, truncated, info = env.step(eos)
     assert (terminated, truncated) == (True, False)
-    assert info["completion"] == "" and info["num_tokens"] == 1
+    assert info["completion"] == "" and info["num_tokens"] == 1 and info["capped"] is False
 
     env.reset(seed=0, options={"prompt": "the pasta was"})
     good = env.unwrapped.task.tokenizer(" really delicious .", add_special_tokens=False)["input_ids"]
@@ -69,10 +69,40 @@ def test_episode_ends_terminated_on_eos_truncated_at_cap_never_both():
         obs, reward, terminated, truncated, info = env.step(t)
         flags.append((terminated, truncated))
     assert flags == [(False, False)] * 4 + [(False, True)]
+    assert info["capped"] is True
     assert obs["attention_mask"].sum() == prompt_len + 5
     assert info["completion"].startswith(" really delicious")
     assert info["reward_gold"] == world.gold_sentiment(["the pasta was"], [info["completion"]])[0] == 1.0
     assert reward == info["reward_score"] == info["score"] > 0  # the proxy RM agrees here
+
+
+def test_v1_ends_the_episode_at_the_cap_as_terminated_and_reports_capped():
+    """Regression: the cap's step, which pays the completion's score, was ``truncated``, so Gymnasium agents
+    added ``γ·V(final obs)`` and counted the score twice. In ``-v1`` it is ``terminated`` with ``capped``."""
+    env = gym.make("textenv/Sentiment-v1", max_new_tokens=3, reward_model=lambda p, c: [len(x) / 10 for x in c])
+    eos = env.unwrapped.task.eos_token_id
+    env.reset(seed=0, options={"prompt": "the pasta was"})
+    flags = [env.step(50)[2:4] for _ in range(2)]
+    _, reward, terminated, truncated, info = env.step(50)
+    assert flags == [(False, False)] * 2 and (terminated, truncated) == (True, False)
+    assert info["capped"] is True and info["num_tokens"] == 3 and reward == info["score"]
+    env.reset(seed=0, options={"prompt": "the pasta was"})
+    env.step(50), env.step(50)
+    _, _, terminated, truncated, info = env.step(eos)  # EOS on the cap's step: an EOS ending, not the cap
+    assert (terminated, truncated, info["capped"]) == (True, False, False)
+
+
+@pytest.mark.parametrize("env_id, bootstraps", [("textenv/Sentiment-v1", False), ("textenv/Sentiment-v0", True)])
+def test_sb3_bootstraps_at_the_cap_only_on_v0(env_id, bootstraps):
+    """What Stable-Baselines3 reads: it adds ``γ·V(terminal_observation)`` where ``TimeLimit.truncated``."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([lambda: gym.make(env_id, max_new_tokens=2, reward_model=lambda p, c: [1.0] * len(p))])
+    venv.seed(0)
+    venv.reset()
+    venv.step(np.array([50]))
+    _, _, dones, infos = venv.step(np.array([50]))
+    assert dones[0] and infos[0]["capped"] and infos[0]["TimeLimit.truncated"] is bootstraps
 
 
 def test_stop_string_terminates():
@@ -215,3 +245,76 @@ def test_reference_with_another_vocabulary_is_refused(tmp_path):
     GPT2LMHeadModel(GPT2Config(vocab_size=500, n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="vocabulary 500 differs"):
         gym.make("textenv/Sentiment-v0", kl_coef=0.1, ref_model=str(tmp_path))
+
+
+# ------------------------------------------------------------------ transactional steps
+class _FlakyReward:
+    """A reward that raises on chosen calls (by call number, from 1) and scores ``len(completion)`` otherwise."""
+
+    def __init__(self, fail_on):
+        self.fail_on, self.calls = set(fail_on), 0
+
+    def __call__(self, prompts, completions):
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise ConnectionError("reward server down")
+        return [float(len(c)) for c in completions]
+
+
+def _state(env):
+    base = env.unwrapped
+    return base._obs(), base.completion_ids, dict(base._last_score), base._done
+
+
+def _assert_same_state(a, b):
+    for key in a[0]:
+        np.testing.assert_array_equal(a[0][key], b[0][key])
+    assert a[1:] == b[1:]
+
+
+def test_a_step_whose_reward_raises_leaves_the_env_as_it_was():
+    """Regression: a reward that raised on the cap's step left the token appended, so the retry produced a
+    5-token completion under a cap of 4 (and the env never ended)."""
+    env = gym.make("textenv/Sentiment-v1", reward_model=_FlakyReward({1}), max_new_tokens=4)
+    env.reset(seed=0, options={"prompt": "the pasta was"})
+    for _ in range(3):
+        env.step(50)
+    before = _state(env)
+    with pytest.raises(RuntimeError, match="reward server down"):
+        env.step(60)
+    _assert_same_state(before, _state(env))
+    _, reward, terminated, truncated, info = env.step(60)  # the retry is the cap's step, as if nothing had failed
+    assert (terminated, truncated, info["capped"], info["num_tokens"]) == (True, False, True, 4)
+    assert env.unwrapped.completion_ids == [50, 50, 50, 60]
+
+
+def test_a_failed_dense_step_keeps_the_previous_score():
+    """Dense rewards: a failed step must not advance the previous-prefix score, so the rewards still telescope."""
+    env = gym.make("textenv/Sentiment-v1", reward_model=_FlakyReward({2}), max_new_tokens=3, dense=True)
+    env.reset(seed=0, options={"prompt": "the pasta was"})
+    rewards = [env.step(50)[1]]
+    before = _state(env)
+    with pytest.raises(RuntimeError, match="reward server down"):
+        env.step(60)
+    _assert_same_state(before, _state(env))
+    rewards += [env.step(60)[1], env.step(70)[1]]
+    expected = float(len(env.unwrapped.task.decode([50, 60, 70])))
+    assert sum(rewards) == pytest.approx(expected)
+
+
+def test_a_failing_gold_reward_leaves_the_env_as_it_was():
+    calls = []
+
+    def gold(prompts, completions):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("gold failed")
+        return [1.0] * len(prompts)
+
+    env = gym.make("textenv/Sentiment-v1", reward_model=lambda p, c: [0.0] * len(p), gold_reward=gold, max_new_tokens=1)
+    env.reset(seed=0)
+    before = _state(env)
+    with pytest.raises(RuntimeError, match="gold failed"):
+        env.step(50)
+    _assert_same_state(before, _state(env))
+    assert env.step(50)[4]["reward_gold"] == 1.0

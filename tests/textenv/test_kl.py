@@ -50,13 +50,17 @@ def test_adaptive_controller_matches_hand_computed_updates():
             KLController(**bad)
 
 
+def zero_reward(prompts, completions):  # no reward model to load: these tests are about the KL terms
+    return [0.0] * len(prompts)
+
+
 def _ref_logprobs(model, ids):
     with torch.no_grad():
         return torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
 
 
 def test_policy_mode_kl_is_exact_against_a_full_forward(base_lm):
-    env = gym.make("textenv/Sentiment-v0", kl_coef=0.1, kl_estimator="k1", kl_mode="policy", max_new_tokens=8)
+    env = gym.make("textenv/Sentiment-v1", kl_coef=0.1, kl_estimator="k1", kl_mode="policy", max_new_tokens=8, reward_model=zero_reward)
     obs, info = env.reset(seed=3)
     assert info["kl_mode"] == "policy"
     supply = env.get_wrapper_attr("supply_policy_logprobs")
@@ -77,7 +81,7 @@ def test_policy_mode_kl_is_exact_against_a_full_forward(base_lm):
 
 
 def test_full_estimator_is_zero_when_the_policy_is_the_reference(base_lm):
-    env = gym.make("textenv/Sentiment-v0", kl_coef=0.1, kl_estimator="full", max_new_tokens=6)
+    env = gym.make("textenv/Sentiment-v1", kl_coef=0.1, kl_estimator="full", max_new_tokens=6, reward_model=zero_reward)
     env.reset(seed=0)
     supply = env.get_wrapper_attr("supply_policy_logprobs")
     ids = env.unwrapped.prompt_token_ids()
@@ -93,7 +97,7 @@ def test_full_estimator_is_zero_when_the_policy_is_the_reference(base_lm):
 
 
 def test_reference_mode_adds_beta_times_reference_logprob(base_lm):
-    env = gym.make("textenv/Sentiment-v0", kl_coef=0.2, kl_mode="reference", max_new_tokens=4, reward_model=lambda p, c: [0.0] * len(p))
+    env = gym.make("textenv/Sentiment-v1", kl_coef=0.2, kl_mode="reference", max_new_tokens=4, reward_model=zero_reward)
     _, info = env.reset(seed=1)
     assert info["kl_mode"] == "reference"
     ids = env.unwrapped.prompt_token_ids()
@@ -105,7 +109,7 @@ def test_reference_mode_adds_beta_times_reference_logprob(base_lm):
 
 
 def test_policy_mode_without_supplied_logprobs_says_what_to_do():
-    env = gym.make("textenv/Sentiment-v0", kl_coef=0.1)
+    env = gym.make("textenv/Sentiment-v1", kl_coef=0.1, reward_model=zero_reward)
     env.reset(seed=0)
     with pytest.raises(RuntimeError, match="supply_policy_logprobs"):
         env.step(5)
@@ -115,7 +119,7 @@ def test_policy_mode_without_supplied_logprobs_says_what_to_do():
 
 
 def test_adaptive_beta_moves_towards_target_and_kl_options_are_validated():
-    env = gym.make("textenv/Sentiment-v0", kl_coef=0.1, kl_target=0.01, kl_horizon=10, max_new_tokens=4)
+    env = gym.make("textenv/Sentiment-v1", kl_coef=0.1, kl_target=0.01, kl_horizon=10, max_new_tokens=4, reward_model=zero_reward)
     supply = env.get_wrapper_attr("supply_policy_logprobs")
     env.reset(seed=0)
     done = False
@@ -124,10 +128,12 @@ def test_adaptive_beta_moves_towards_target_and_kl_options_are_validated():
         _, _, terminated, truncated, info = env.step(7)
         done = terminated or truncated
     assert info["episode_kl"] > 0.01
-    assert env.get_wrapper_attr("controller").value == pytest.approx(0.1 * (1 + 0.2 / 10))
+    controller = env.get_wrapper_attr("controller")
+    assert controller.value == 0.1  # β moves once per batch, when the agent ends it
+    assert controller.end_batch() == pytest.approx(0.1 * (1 + 0.2 / 10))
     with pytest.raises(ValueError, match="kl_mode"):
-        gym.make("textenv/Sentiment-v0", kl_coef=0.1, kl_mode="exact")
+        gym.make("textenv/Sentiment-v1", kl_coef=0.1, kl_mode="exact", reward_model=zero_reward)
     with pytest.raises(ValueError, match="kl_target"):
-        gym.make("textenv/Sentiment-v0", kl_coef=0.1, kl_mode="reference", kl_target=1.0)
+        gym.make("textenv/Sentiment-v1", kl_coef=0.1, kl_mode="reference", kl_target=1.0, reward_model=zero_reward)
     with pytest.raises(ValueError, match="kl_coef"):
-        gym.make("textenv/Sentiment-v0", kl_coef=-0.1)
+        gym.make("textenv/Sentiment-v1", kl_coef=-0.1, reward_model=zero_reward)

@@ -46,3 +46,44 @@ def test_errors(tiny, tmp_path):
         inc.reset_rows([0, 1], [[1], []])
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         load_causal_lm(tmp_path / "missing")
+
+
+def test_first_reset_of_some_rows_builds_a_cache_of_all_rows(tiny):
+    """Regression: a first ``reset_rows`` covering only rows 0 and 2 of 3 built a 2-row cache, so ``step`` on
+    3 rows raised ``RuntimeError: shape '[3, -1]' ...``; the rows not yet reset must get slots of their own."""
+    seqs = {0: [5, 6, 7], 2: [8, 9]}
+    inc = IncrementalLM(tiny, 3, pad_token_id=0)
+    inc.reset_rows([0, 2], [seqs[0], seqs[2]])
+    assert inc.attention_mask.shape[0] == 3
+    for i, s in seqs.items():
+        assert (inc.next_logprobs[i] - _full(tiny, s)).abs().max() < 1e-4
+    inc.step(torch.tensor([11, 12, 13]))
+    seqs[0].append(11), seqs[2].append(13)
+    inc.reset_rows([1], [[20, 21]])  # the row never reset joins later
+    seqs[1] = [20, 21]
+    inc.step(torch.tensor([14, 15, 16]))
+    for i, k in enumerate([14, 15, 16]):
+        seqs[i].append(k)
+    for i, s in seqs.items():
+        assert (inc.next_logprobs[i] - _full(tiny, s)).abs().max() < 1e-4, i
+
+
+def test_first_reset_with_rows_in_permuted_order_puts_each_prompt_in_its_row(tiny):
+    """Regression: a first ``reset_rows([2, 0, 1], ...)`` stored the prefill in argument order, so row 0 was fed
+    row 2's prompt; every row must continue its own prompt."""
+    seqs = {2: [5, 6, 7], 0: [8, 9], 1: [10, 11, 12, 13]}
+    inc = IncrementalLM(tiny, 3, pad_token_id=0)
+    inc.reset_rows([2, 0, 1], [seqs[2], seqs[0], seqs[1]])
+    inc.step(torch.tensor([30, 31, 32]))
+    for i, k in enumerate([30, 31, 32]):
+        seqs[i].append(k)
+    for i, s in seqs.items():
+        assert (inc.next_logprobs[i] - _full(tiny, s)).abs().max() < 1e-4, i
+
+
+def test_reset_rows_refuses_bad_row_indices(tiny):
+    inc = IncrementalLM(tiny, 2, pad_token_id=0)
+    for rows in ([0, 0], [2], [-1]):
+        with pytest.raises(ValueError, match=r"distinct row indices in \[0, 2\)"):
+            inc.reset_rows(rows, [[1]] * len(rows))
+    assert inc.cache is None  # refused before any forward

@@ -22,7 +22,7 @@ def rm_dir(tmp_path_factory, lm_dir):
 def test_hf_reward_model_by_path_scores_the_last_non_pad_token(rm_dir):
     prompts = ["the pasta was", "we stayed at this hotel", "the movie"]
     completions = [" great .", " for two nights and the room was dirty .", ""]
-    scores = HFRewardModel(rm_dir, batch_size=2)(prompts, completions)
+    scores = HFRewardModel(rm_dir, batch_size=2, append_eos=False)(prompts, completions)
     model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
     tok = AutoTokenizer.from_pretrained(rm_dir)
     for p, c, s in zip(prompts, completions, scores):  # unpadded, one at a time: the last token is the last real one

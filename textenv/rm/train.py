@@ -30,10 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textenv.checkpoint import (
+    CHECKPOINT, STATE, commit, first_nonfinite, folders, load_state, read_marker, recover, remove,
+)
 from textenv.lm import quiet_progress
 from textenv.rm.data import PreferenceRecord, load_preferences
 
-CHECKPOINT = "checkpoint"
+"""Written last into a checkpoint folder: ``{"format", "step", "files": {relative path: size in bytes}}``."""
+FORMAT = 2
+"""2: ``trainer_state.pt`` loads with ``weights_only=True`` (1, earlier textenv: read with pickle, refused now)."""
+_WAY_OUT = "start over with resume=False (--no-resume), or delete the folder"
 
 
 @dataclass
@@ -156,6 +162,7 @@ def _load_model(base: str, seed: int):
         hf_logging.set_verbosity(verbosity)
     check_tokenizer_fits(tokenizer, model.config, base)
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.append_eos = False  # trained on text without EOS: HFRewardModel scores it the same way
     for module in model.modules():  # dropout off, as in TRL's RewardConfig(disable_dropout=True) and OpenRLHF
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -201,10 +208,19 @@ def _order(n: int, epoch: int, seed: int) -> np.ndarray:
 
 
 def _save_checkpoint(out: Path, model, tokenizer, optimizer, scheduler, step: int, log: list[dict], config) -> None:
-    """Write ``out/checkpoint`` atomically: into a temporary folder, then renamed over the old one."""
-    target = out / CHECKPOINT
-    tmp = out / (CHECKPOINT + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write ``out/checkpoint`` atomically: into a temporary folder, completeness marker last, then renamed over the
+    old one. Weights or optimizer moments holding NaN/inf raise ``FloatingPointError`` and write nothing."""
+    tmp, target, _ = folders(out)
+    bad = (first_nonfinite(model.state_dict(), "weight")
+           or first_nonfinite(optimizer.state_dict()["state"], "optimizer state"))
+    if bad is not None:
+        last = read_marker(target)
+        raise FloatingPointError(
+            f"reward model {bad} holds NaN/inf at step {step}: training diverged (lr={config.lr}: lower it); this "
+            f"state was not checkpointed. " + (f"The last good checkpoint, {target} (step {last.get('step')}), is "
+                                               f"untouched." if last else "No checkpoint has been written yet.")
+        )
+    remove(tmp)
     with quiet_progress():
         model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -217,30 +233,29 @@ def _save_checkpoint(out: Path, model, tokenizer, optimizer, scheduler, step: in
             "log": log,
             "config": config.resumable_fields(),
             "version": _version(),
+            "format": FORMAT,
         },
-        tmp / "trainer_state.pt",
+        tmp / STATE,
     )
-    old = out / (CHECKPOINT + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    commit(out, {"format": FORMAT, "step": step})
 
 
 def train_reward_model(config: RewardModelConfig, resume: bool = True, progress: bool = True, gold=None) -> Path:
     """Train, evaluate and save a reward model; returns ``config.output_dir``.
 
     With ``resume=True`` an interrupted run continues from ``output_dir/checkpoint`` (the same config is
-    required) and ends with the same weights as an uninterrupted one; a finished run (``metrics.json``
-    present) is returned as is. ``gold`` (a reward callable) adds gold metrics to the evaluation.
+    required; a save interrupted between its renames is recovered) and ends with the same weights as an
+    uninterrupted one; a finished run (``metrics.json`` present) is returned as is. The checkpoint's trainer
+    state is read as data (``weights_only=True``): a legacy or crafted one is refused. With ``resume=False`` an
+    old checkpoint is removed only once the data and the base model have loaded. ``gold`` (a reward callable)
+    adds gold metrics to the evaluation.
     """
     from tqdm.auto import tqdm
 
     from textenv.lm import context_length
 
     out = Path(config.output_dir)
-    if resume and (out / "metrics.json").exists() and not (out / CHECKPOINT).exists():
+    if resume and recover(out) is None and (out / "metrics.json").exists() and not (out / CHECKPOINT).exists():
         return out
     threads = torch.get_num_threads()
     if config.threads:
@@ -255,8 +270,8 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
             base = str(world.lm_path(progress=progress))
         checkpoint = out / CHECKPOINT
         state = None
-        if resume and (checkpoint / "trainer_state.pt").exists():
-            state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        if resume and checkpoint.exists():
+            state = load_state(checkpoint, FORMAT, _WAY_OUT)
             if state["config"] != config.resumable_fields():
                 changed = sorted(k for k, v in config.resumable_fields().items() if state["config"].get(k) != v)
                 raise ValueError(
@@ -290,6 +305,9 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
             step, log = state["step"], state["log"]
+        else:  # data and base model loaded: only now is an old checkpoint removed (a failed start keeps it)
+            for folder in folders(out):
+                remove(folder)
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter() - (log[-1]["seconds"] if log else 0.0)
         model.train()
@@ -365,4 +383,4 @@ def _finish(out, model, tokenizer, config, records, eval_records, log, train_sec
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "metrics.json")
-    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    remove(out / CHECKPOINT)

@@ -1,11 +1,21 @@
 """The built-in world: a grammar, its corpus, a BPE tokenizer, a tiny GPT-2 LM, prompts and gold rewards.
 
 Built by the project's own code from a seed (no downloads), cached by recipe hash; see :mod:`textenv.world.build`.
+Each call below builds on first use, then reads the cache (checking that every file is there with its size)::
+
+    lm = world.lm_path()          # about a minute; AutoModelForCausalLM / AutoTokenizer.from_pretrained(lm) load it
+    rm = world.proxy_rm_path()    # the learned proxy reward model, about 2 minutes; reward_model= accepts it
+
+Where they are cached (these build nothing):
 
 >>> from textenv import world
->>> lm = world.lm_path()          # builds on first use (about a minute), then cached
->>> # AutoModelForCausalLM.from_pretrained(lm) and AutoTokenizer.from_pretrained(lm) both load it
->>> rm = world.proxy_rm_path()    # the learned proxy reward model (built on first use, about 2 minutes)
+>>> folder = world.world_dir()
+>>> folder.parent == world.cache_root(), folder.name == "world-" + world.WorldRecipe().digest, len(folder.name)
+(True, True, 18)
+>>> world.world_dir(world.WorldRecipe(seed=1)) == folder      # another recipe, another folder
+False
+>>> world.proxy_dir().parent == folder                        # the proxy lives inside its world
+True
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textenv.world.build import WorldRecipe, build, cache_root, world_dir
+from textenv.world.cache import CacheError
 from textenv.world.gold import gold_fluency, gold_sentiment
 from textenv.world.proxy import ProxyRecipe, build_proxy, proxy_dir
 
@@ -21,6 +32,7 @@ __all__ = [
     "build",
     "cache_root",
     "world_dir",
+    "CacheError",
     "lm_path",
     "prompts_path",
     "gold_sentiment",
@@ -39,7 +51,7 @@ def lm_path(recipe: WorldRecipe = WorldRecipe(), progress: bool = True) -> Path:
 
 
 def prompts_path(recipe: WorldRecipe = WorldRecipe(), progress: bool = True) -> Path:
-    """``prompts.jsonl`` of the built-in sentiment task (``split`` is ``train`` or ``eval``)."""
+    """``prompts.jsonl`` of the built-in sentiment task (each line ``{"prompt": ..., "split": "train" or "eval"}``)."""
     return build(recipe, progress=progress) / "prompts.jsonl"
 
 
