@@ -334,6 +334,10 @@ def load_dataset(dataset_id: str, env: gym.Env | str | None = None) -> OfflineDa
         starts.append(starts[-1] + T)
     spec = metadata.get("env_spec")
     env_id = json.loads(spec)["id"] if isinstance(spec, str) else getattr(spec, "id", None)
+    if env_id is not None and (not isinstance(env_id, str) or ":" in env_id):
+        raise DatasetError(  # "module:Env" would make gym.make import a module the dataset's metadata chose
+            f"dataset {dataset_id!r} names its env {env_id!r}; an id with ':' is an import path, and a dataset is data, "
+            f"never code: collect it again, or correct env_spec in its metadata to a registered id such as 'Hopper-v5'")
     data = OfflineData(
         np.concatenate(obs).astype(np.float32), np.concatenate(acts).astype(np.float32),
         np.concatenate(rews).astype(np.float32), np.concatenate(nxt).astype(np.float32),

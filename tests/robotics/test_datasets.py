@@ -403,3 +403,17 @@ def test_collect_writes_the_five_datasets_and_skips_them_afterwards(tmp_path):
     assert again == {i: {"skipped": "exists"} for i in ids.values()}
     assert time.perf_counter() - tick < 5.0 and not (tmp_path / "run2").exists()  # no training at all
     assert len(load_dataset(ids["medium-replay"])) == len(replay)
+
+
+def test_an_env_id_that_is_an_import_path_is_refused(root):
+    """Guards against a crafted dataset whose metadata names its env as ``module:Env``: ``gym.make`` would import
+    that module (code chosen by the dataset) when the env is made for evaluation. A dataset is data, never code."""
+    write()
+    [metadata] = [p for p in (root / ID).rglob("metadata.json")]
+    record = json.loads(metadata.read_text())
+    spec = json.loads(record["env_spec"])
+    spec["id"] = "some_module:Env-v0"
+    record["env_spec"] = json.dumps(spec)
+    metadata.write_text(json.dumps(record))
+    with pytest.raises(DatasetError, match=r"'some_module:Env-v0'.*data, never code"):
+        load_dataset(ID)

@@ -3,7 +3,6 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 import textenv  # noqa: F401
 from textenv import TextTask, world
@@ -143,32 +142,3 @@ def test_bandit_rewards_and_actions_are_checked():
     with pytest.raises(ValueError, match=r"action 1.0 is outside Discrete\(2\)"):
         env.step(1.0)
     assert env.step(np.int64(0))[1] == 1.0
-
-
-@pytest.mark.parametrize("clip", [2.5, 1.0, 0.0, float("nan")])
-def test_ppo_clip_must_lie_in_zero_one(clip):
-    """Regression: ``--clip 2.5`` trained (a ratio clipped to [-1.5, 3.5] never binds below)."""
-    from agents import PPOConfig
-
-    with pytest.raises(ValueError, match=f"clip={clip!r} is out of range"):
-        PPOConfig(clip=clip)
-
-
-def test_ppo_refuses_a_text_episode_truncated_before_its_cap():
-    """A text env that truncates with ``capped=False`` (a time limit) would need a bootstrap PPO on text
-    cannot compute: refused, where the old code silently treated it as the end of the return."""
-    from agents import PPOConfig
-    from agents.rollout import EpisodeBatch
-
-    def episodes(capped):
-        T, N = 2, 1
-        return EpisodeBatch(torch.zeros(T, N, dtype=torch.long), torch.zeros(T, N), torch.tensor([[0.0], [1.0]]),
-                            torch.ones(T, N, dtype=torch.bool), torch.zeros(T, N, dtype=torch.bool),
-                            torch.tensor([[False], [True]]), None, [None], [{"capped": capped}])
-
-    batch = {"old_values": torch.tensor([[0.5, 0.5]]), "mask": torch.ones(1, 2, dtype=torch.bool)}
-    config = PPOConfig(gamma=1.0, lam=1.0, whiten_advantages=False)
-    out = config.advantages(episodes(True), batch, None)  # -v0's cap: the return ends there, nothing bootstrapped
-    torch.testing.assert_close(out["returns"], torch.tensor([[1.0, 1.0]]))
-    with pytest.raises(NotImplementedError, match="truncated with info\\['capped'\\]=False"):
-        config.advantages(episodes(False), batch, None)

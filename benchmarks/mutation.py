@@ -1,0 +1,337 @@
+"""Mutation testing of the modules whose maths everything trusts, with mutmut (slow: not in CI).
+
+A mutant is the module with one small change (``+`` → ``-``, ``<`` → ``<=``, a constant nudged, an argument
+dropped, ...). The module's fast tests should fail on it ("killed"); one they pass on ("survived") is either
+*equivalent* (the change cannot alter any result: listed in ``EQUIVALENT`` below with the reason) or a gap in
+the tests. The figure kept is the kill rate over the non-equivalent mutants (target ≥ 90 %).
+
+    OMP_NUM_THREADS=1 python benchmarks/mutation.py --modules agents/advantages.py agents/losses.py
+
+Each module runs in a temporary copy of the repository (mutmut writes a ``mutants/`` folder next to the code),
+so the working tree is never touched; the table goes to stdout and to ``benchmarks/results/mutation.md``.
+Tool: mutmut 3.8 (``pip install mutmut==3.8.1``): it runs each mutant through pytest, only on the tests that
+call the mutated function, forking from a warm pytest process (the 235 mutants of advantages.py take ≈ 100 s
+on one core of a 2-core machine).
+``--tests "tests/agents/test_update.py -m 'not slow'"`` replaces the default test selection of a single module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as dt
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("agents", "textenv", "robotics")
+IGNORED = (".venv", "venv", ".git", "__pycache__", "*.egg-info", "mutants", ".pytest_cache", "runs", "results",
+           "*.gif", "*.png")
+
+# module (a file, or a folder ending in "/") -> the fast tests that cover it (pytest arguments). The module itself is
+# added so its doctests count too. Slow learning tests are left out: a mutant is run once per test that calls it.
+MODULE_TESTS = {
+    "agents/advantages.py": ["tests/agents/test_advantages.py", "tests/agents/test_mutation_kills.py"],
+    "agents/losses.py": ["tests/agents/test_losses.py", "tests/agents/test_mutation_kills.py"],
+    "agents/update.py": ["tests/agents/test_update.py", "-m", "not slow"],
+    "agents/offline/losses.py": ["tests/agents/test_offline.py", "tests/agents/test_mutation_kills.py",
+                                 "-m", "not slow"],
+    "textenv/kl.py": ["tests/textenv/test_kl.py", "tests/textenv/test_kl_batch.py",
+                      "tests/textenv/test_kl_controller.py", "tests/textenv/test_kl_wrappers.py", "-m", "not slow"],
+    "textenv/lm.py": ["tests/textenv/test_lm.py", "-m", "not slow"],
+    "textenv/rewards/": ["tests/textenv/test_rewards.py", "tests/textenv/test_reward_errors.py",
+                         "tests/textenv/test_reward_zoo.py", "tests/textenv/test_hf_reward.py", "-m", "not slow"],
+    "textenv/vector_env.py": ["tests/textenv/test_vector_env.py", "-m", "not slow"],
+    "robotics/randomization.py": ["tests/robotics/test_randomization.py", "-m", "not slow"],
+}
+
+# Survivors judged equivalent, matched on (module, original line, mutated line) with blanks removed, so an entry stops
+# matching (and the mutant is reported again) as soon as the code it judged changes. "Rounding only" means the mutant
+# computes in float64 where the original computes in the values' dtype and casts back at the end: the result differs
+# by rounding, never in value (float64 inputs are unaffected), and no test should pin float32 bits.
+_GAE_ROUNDING = ("rounding only: the recursion runs in float64 instead of the values' float32 and the result is cast "
+                 "back to the values' dtype at the end")
+_ADV, _LOSSES = "agents/advantages.py", "agents/losses.py"
+EQUIVALENT: list[tuple[str, str, str, str]] = [
+    (_ADV, "r, nv = rewards.detach().cpu().numpy().astype(v.dtype), next_value.detach().cpu().numpy().astype(v.dtype)",
+     "r, nv = rewards.detach().cpu().numpy().astype(None), next_value.detach().cpu().numpy().astype(v.dtype)",
+     _GAE_ROUNDING),
+    (_ADV, "r, nv = rewards.detach().cpu().numpy().astype(v.dtype), next_value.detach().cpu().numpy().astype(v.dtype)",
+     "r, nv = rewards.detach().cpu().numpy().astype(v.dtype), next_value.detach().cpu().numpy().astype(None)",
+     _GAE_ROUNDING),
+    (_ADV, "boot = np.zeros_like(v) if bootstrap is None else bootstrap.detach().cpu().numpy().astype(v.dtype)",
+     "boot = np.zeros_like(v) if bootstrap is None else bootstrap.detach().cpu().numpy().astype(None)", _GAE_ROUNDING),
+    (_ADV, "alive = (~terminated).cpu().numpy().astype(v.dtype)  # casts keep float64 inputs in float64",
+     "alive = (~terminated).cpu().numpy().astype(None)  # casts keep float64 inputs in float64",
+     "0/1 flags are exact in any float dtype; float64 flags only promote the arithmetic (" + _GAE_ROUNDING + ")"),
+    (_ADV, "cont = (~(terminated | truncated)).cpu().numpy().astype(v.dtype)",
+     "cont = (~(terminated | truncated)).cpu().numpy().astype(None)",
+     "0/1 flags are exact in any float dtype; float64 flags only promote the arithmetic (" + _GAE_ROUNDING + ")"),
+    (_ADV, "last = np.zeros(v.shape[1], dtype=v.dtype)  # (N,) A_{t+1}",
+     "last = np.zeros(v.shape[1], dtype=None)  # (N,) A_{t+1}", _GAE_ROUNDING),
+    (_ADV, "last = np.zeros(v.shape[1], dtype=v.dtype)  # (N,) A_{t+1}",
+     "last = np.zeros(v.shape[1], )  # (N,) A_{t+1}", _GAE_ROUNDING),
+    (_ADV, "next_value = torch.zeros(N, dtype=rewards.dtype) if next_value is None else next_value",
+     "next_value = torch.zeros(N, dtype=None) if next_value is None else next_value",
+     "zeros are exact in every dtype, and gae casts next_value to the values' dtype"),
+    (_ADV, "next_value = torch.zeros(N, dtype=rewards.dtype) if next_value is None else next_value",
+     "next_value = torch.zeros(N, ) if next_value is None else next_value",
+     "zeros are exact in every dtype, and gae casts next_value to the values' dtype"),
+    ("agents/offline/losses.py", "weight = torch.where(diff < 0, 1.0 - tau, tau)",
+     "weight = torch.where(diff <= 0, 1.0 - tau, tau)",
+     ("the weight at u = 0 multiplies u² = 0 (and its gradient 2u = 0): either weight gives the same loss and "
+      "gradient")),
+    (_LOSSES, "return total / mask.sum().clamp(min=1).to(values.dtype)",
+     "return total / mask.sum().clamp(min=1).to(None)",
+     "`.to(None)` is a no-op, and float ÷ int64 tensor already has the float's dtype (torch type promotion)"),
+]
+
+# Survivors that are real gaps but cannot be killed on this machine: reported as not killed, with the reason.
+NOTES: list[tuple[str, str, str, str]] = [
+    (_ADV, "advantages = torch.from_numpy(adv).to(device=values.device, dtype=values.dtype)",
+     "advantages = torch.from_numpy(adv).to(device=None, dtype=values.dtype)",
+     "needs CUDA: killed by test_gae_returns_tensors_on_the_values_device, skipped on a CPU-only machine"),
+    (_ADV, "advantages = torch.from_numpy(adv).to(device=values.device, dtype=values.dtype)",
+     "advantages = torch.from_numpy(adv).to(dtype=values.dtype)",
+     "needs CUDA: killed by test_gae_returns_tensors_on_the_values_device, skipped on a CPU-only machine"),
+]
+
+
+@dataclass
+class Mutant:
+    name: str
+    status: str
+    line: int | None = None
+    before: str = ""
+    after: str = ""
+    equivalent: str | None = None  # the reason, where judged equivalent
+    note: str | None = None  # why a real gap is not killed here
+
+
+@dataclass
+class ModuleResult:
+    module: str
+    tests: list[str]
+    seconds: float
+    mutants: list[Mutant] = field(default_factory=list)
+    error: str | None = None
+
+    def count(self, *statuses: str) -> int:
+        return sum(m.status in statuses for m in self.mutants)
+
+    @property
+    def survivors(self) -> list[Mutant]:
+        return [m for m in self.mutants if m.status not in ("killed", "timeout", "caught by type check")]
+
+    @property
+    def equivalent(self) -> int:
+        return sum(m.equivalent is not None for m in self.survivors)
+
+
+def _copy_repo(dest: Path) -> None:
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*IGNORED))
+
+
+def _write_config(repo: Path, module: str, tests: list[str]) -> None:
+    """mutmut reads ``[tool.mutmut]`` in pyproject.toml first, then ``[mutmut]`` in setup.cfg (written here)."""
+    if re.search(r"^\[tool\.mutmut\]", (repo / "pyproject.toml").read_text(), re.MULTILINE):
+        raise RuntimeError("pyproject.toml has a [tool.mutmut] table; it would override this script's per-module "
+                           "configuration: remove it")
+    package = module.split("/")[0]
+    only = module + "*" if module.endswith("/") else module
+    lines = {
+        "source_paths": [package],
+        "only_mutate": [only],
+        "also_copy": [p for p in PACKAGES if p != package],  # so the copy never imports the live checkout
+        "pytest_add_cli_args_test_selection": [*tests, module.rstrip("/")],  # + the module's doctests
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+    }
+    text = "[mutmut]\n" + "".join(f"{k} =\n" + "".join(f"    {v}\n" for v in vals) for k, vals in lines.items())
+    (repo / "setup.cfg").write_text(text)
+
+
+def _mutmut(repo: Path, *args: str, timeout: float | None = None, log=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=repo, env=env, text=True, timeout=timeout,
+                          check=False, stdout=log or subprocess.PIPE,
+                          stderr=subprocess.STDOUT if log else subprocess.PIPE)
+
+
+def _function_lines(source: str) -> dict[str, tuple[int, int]]:
+    """mutmut's key of each function (``x_name`` / ``xǁClassǁname``) → its (first, last) line in the file."""
+    spans = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    spans[f"xǁ{node.name}ǁ{item.name}"] = (item.lineno, item.end_lineno)
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            spans[f"x_{node.name}"] = (node.lineno, node.end_lineno)
+    return spans
+
+
+def _locate(repo: Path, mutant: Mutant) -> None:
+    """Fill ``line``, ``before``, ``after`` from ``mutmut show`` (a diff of the function, lines counted from its
+    ``def``)."""
+    diff = _mutmut(repo, "show", mutant.name).stdout.splitlines()
+    hunk_start, offset, first = None, 0, None
+    for text in diff:
+        if text.startswith("@@"):
+            hunk_start, offset = int(re.match(r"@@ -(\d+)", text).group(1)), 0
+        elif hunk_start is None or text.startswith(("---", "+++")):
+            continue
+        elif text.startswith("-"):
+            if first is None:
+                first = hunk_start + offset
+                mutant.before = text[1:].strip()
+            offset += 1
+        elif text.startswith("+"):
+            mutant.after = mutant.after or text[1:].strip()
+        else:
+            offset += 1
+    module, key = mutant.name.rsplit(".", 1)
+    key = key.split("__mutmut_")[0]
+    path = repo / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = repo / module.replace(".", "/") / "__init__.py"
+    source = path.read_text()
+    span = _function_lines(source).get(key)
+    if span is None or first is None:
+        return
+    lines = source.splitlines()
+    guess = span[0] + first - 1
+    hits = [n for n in range(span[0], span[1] + 1) if lines[n - 1].strip() == mutant.before]
+    mutant.line = min(hits, key=lambda n: abs(n - guess)) if hits else guess
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def _cell(code: str) -> str:
+    return "`" + code.replace("|", "\\|") + "`" if code else "(line removed)"
+
+
+def _judge(module: str, mutant: Mutant) -> None:
+    for table, attribute in ((EQUIVALENT, "equivalent"), (NOTES, "note")):
+        for mod, before, after, reason in table:
+            if mod == module and _squash(before) == _squash(mutant.before) and _squash(after) == _squash(mutant.after):
+                setattr(mutant, attribute, reason)
+                return
+
+
+def run_module(module: str, tests: list[str], timeout: float, keep: bool) -> ModuleResult:
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="textenv-mutation-"))
+    repo = tmp / "repo"
+    result = ModuleResult(module, tests, 0.0)
+    try:
+        _copy_repo(repo)
+        _write_config(repo, module, tests)
+        with open(tmp / "mutmut.log", "w") as log:
+            try:
+                done = _mutmut(repo, "run", "--max-children", "1", timeout=timeout, log=log)
+            except subprocess.TimeoutExpired:
+                done = None
+                result.error = f"mutmut run passed --timeout {timeout:.0f} s; the counts are of the mutants checked"
+        if done is not None and done.returncode != 0:
+            tail = (tmp / "mutmut.log").read_text()[-2000:]
+            result.error = f"mutmut run exited {done.returncode}:\n{tail}"
+        for line in _mutmut(repo, "results", "--all", "true").stdout.splitlines():
+            name, _, status = line.strip().rpartition(": ")
+            if "__mutmut_" in name:
+                result.mutants.append(Mutant(name, status))
+        for mutant in result.survivors:
+            _locate(repo, mutant)
+            _judge(module, mutant)
+    finally:
+        result.seconds = time.perf_counter() - start
+        if keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _rate(killed: int, total: int) -> str:
+    return f"{100 * killed / total:.1f} %" if total else "–"
+
+
+def report(results: list[ModuleResult], command: str) -> str:
+    out = [
+        "# Mutation testing",
+        "",
+        f"`{command}` — {dt.date.today().isoformat()}, mutmut 3.8.1, one process, `OMP_NUM_THREADS=1`.",
+        "",
+        "A mutant is *killed* when a test fails on it (a timeout counts as killed); *equivalent* survivors cannot",
+        "change any result (reasons below). The figure kept is killed / (mutants − equivalent); target ≥ 90 %.",
+        "",
+        ("| module | mutants | killed | timeouts | survived | of which equivalent | kill rate "
+         "| kill rate, non-equivalent | time |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        n, killed = len(r.mutants), r.count("killed", "timeout", "caught by type check")
+        out.append(f"| `{r.module}` | {n} | {killed} | {r.count('timeout')} | {len(r.survivors)} | {r.equivalent} "
+                   f"| {_rate(killed, n)} | **{_rate(killed, n - r.equivalent)}** | {r.seconds:.0f} s |")
+    out += ["", "Tests run per module (plus the module's own doctests):", ""]
+    out += [f"* `{r.module}`: `{shlex.join(r.tests)}`" for r in results]
+    for r in results:
+        out += ["", f"## `{r.module}`", ""]
+        if r.error:
+            out += ["```", r.error.strip(), "```", ""]
+        if not r.survivors:
+            out.append("No survivors." if r.mutants else "No mutants checked.")
+            continue
+        out += ["| where | original | mutant | status | verdict |", "|---|---|---|---|---|"]
+        for m in sorted(r.survivors, key=lambda m: (m.line or 0, m.name)):
+            where = f"{m.name.rsplit('.', 1)[0].replace('.', '/')}.py:{m.line}"
+            verdict = f"equivalent: {m.equivalent}" if m.equivalent else "**not killed**"
+            verdict += f": {m.note}" if m.note else ""
+            out.append(f"| {where} | {_cell(m.before)} | {_cell(m.after)} | {m.status} | {verdict} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", nargs="+", default=["agents/advantages.py", "agents/losses.py"],
+                        help=f"modules to mutate, of {sorted(MODULE_TESTS)}")
+    parser.add_argument("--tests", type=shlex.split, default=None,
+                        help="pytest arguments replacing the default selection, as one quoted string (one module)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per module before giving up")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "mutation.md")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies (to run `mutmut browse`)")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULE_TESTS]
+    if unknown:
+        parser.error(f"unknown module(s) {unknown}; expected some of {sorted(MODULE_TESTS)}")
+    if args.tests and len(args.modules) != 1:
+        parser.error(f"--tests replaces one module's tests; got {len(args.modules)} modules")
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        sys.exit("mutmut is not installed: pip install mutmut==3.8.1")
+    results = []
+    for module in args.modules:
+        tests = args.tests or MODULE_TESTS[module]
+        print(f"mutating {module} (tests: {shlex.join(tests)}) ...", flush=True)
+        results.append(run_module(module, tests, args.timeout, args.keep))
+    command = shlex.join(["python", "benchmarks/mutation.py", *(sys.argv[1:] if argv is None else argv)])
+    text = report(results, command)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
