@@ -17,7 +17,7 @@ size of their standard errors. Read the proxy with care: uniformly random token 
 so gibberish is outside its data, and gold is the check. Real RLHF starts the policy from the reference LM;
 SB3 is here to show that the env is a plain Gymnasium env that a black-box agent trains on.
 
-    python examples/sb3_text_env.py     # about 75 s on one CPU thread, no download
+    python examples/sb3_text_env.py     # 1–4 minutes on one CPU thread (75 s idle, 205 s beside another job), no download
 
 It runs on one thread (``torch.set_num_threads(1)``): these networks are too small to gain from more.
 """
