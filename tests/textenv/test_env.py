@@ -6,6 +6,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import textenv  # noqa: F401
+from flaky_reward import FlakyReward
 from textenv import world
 
 IDS = ["textenv/Sentiment-v1", "textenv/Sentiment-v0", "textenv/Bandit-v0"]
@@ -248,19 +249,6 @@ def test_reference_with_another_vocabulary_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------ transactional steps
-class _FlakyReward:
-    """A reward that raises on chosen calls (by call number, from 1) and scores ``len(completion)`` otherwise."""
-
-    def __init__(self, fail_on):
-        self.fail_on, self.calls = set(fail_on), 0
-
-    def __call__(self, prompts, completions):
-        self.calls += 1
-        if self.calls in self.fail_on:
-            raise ConnectionError("reward server down")
-        return [float(len(c)) for c in completions]
-
-
 def _state(env):
     base = env.unwrapped
     return base._obs(), base.completion_ids, dict(base._last_score), base._done
@@ -275,7 +263,7 @@ def _assert_same_state(a, b):
 def test_a_step_whose_reward_raises_leaves_the_env_as_it_was():
     """Regression: a reward that raised on the cap's step left the token appended, so the retry produced a
     5-token completion under a cap of 4 (and the env never ended)."""
-    env = gym.make("textenv/Sentiment-v1", reward_model=_FlakyReward({1}), max_new_tokens=4)
+    env = gym.make("textenv/Sentiment-v1", reward_model=FlakyReward({1}), max_new_tokens=4)
     env.reset(seed=0, options={"prompt": "the pasta was"})
     for _ in range(3):
         env.step(50)
@@ -290,7 +278,7 @@ def test_a_step_whose_reward_raises_leaves_the_env_as_it_was():
 
 def test_a_failed_dense_step_keeps_the_previous_score():
     """Dense rewards: a failed step must not advance the previous-prefix score, so the rewards still telescope."""
-    env = gym.make("textenv/Sentiment-v1", reward_model=_FlakyReward({2}), max_new_tokens=3, dense=True)
+    env = gym.make("textenv/Sentiment-v1", reward_model=FlakyReward({2}), max_new_tokens=3, dense=True)
     env.reset(seed=0, options={"prompt": "the pasta was"})
     rewards = [env.step(50)[1]]
     before = _state(env)

@@ -5,6 +5,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import textenv  # noqa: F401
+from flaky_reward import FlakyReward
 
 
 def _single_runs(n, seed, action_seed, steps, env_id="textenv/Sentiment-v0", actions=None, **kwargs):
@@ -197,17 +198,6 @@ def test_first_reset_of_some_envs_with_kl_then_step():
     assert rewards[1] == 0.0 and rewards[0] != 0.0 and rewards[2] != 0.0
 
 
-class _FlakyReward:
-    def __init__(self, fail_on):
-        self.fail_on, self.calls = set(fail_on), 0
-
-    def __call__(self, prompts, completions):
-        self.calls += 1
-        if self.calls in self.fail_on:
-            raise ConnectionError("reward server down")
-        return [float(len(c)) for c in completions]
-
-
 def _vstate(env):
     base = env.unwrapped
     return (base.input_ids.clone(), base.attention_mask.clone(), base.gen_len.clone(), base.done.clone(),
@@ -219,7 +209,7 @@ def test_a_batched_step_whose_reward_raises_leaves_every_env_as_it_was(dense):
     """Regression: a reward that raised left the step's tokens written, so after a retry the capped envs held
     one token more than ``max_new_tokens`` (and dense rewards no longer telescoped)."""
     fail_on = {2} if dense else {1}
-    env = gym.make_vec("textenv/Sentiment-v1", num_envs=2, max_new_tokens=2, dense=dense, reward_model=_FlakyReward(fail_on))
+    env = gym.make_vec("textenv/Sentiment-v1", num_envs=2, max_new_tokens=2, dense=dense, reward_model=FlakyReward(fail_on))
     env.reset(seed=0)
     _, first, *_ = env.step(np.array([50, 60]))
     before = _vstate(env)
