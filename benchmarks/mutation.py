@@ -5,7 +5,7 @@ dropped, ...). The module's fast tests should fail on it ("killed"); one they pa
 *equivalent* (the change cannot alter any result: listed in ``EQUIVALENT`` below with the reason) or a gap in
 the tests. The figure kept is the kill rate over the non-equivalent mutants (target ≥ 90 %).
 
-    OMP_NUM_THREADS=1 python benchmarks/mutation.py --modules agents/advantages.py agents/losses.py
+    OMP_NUM_THREADS=1 python benchmarks/mutation.py --modules agents/core/advantages.py agents/core/losses.py
 
 Each module runs in a temporary copy of the repository (mutmut writes a ``mutants/`` folder next to the code),
 so the working tree is never touched; the table goes to stdout and to ``benchmarks/results/mutation.md``.
@@ -39,9 +39,9 @@ IGNORED = (".venv", "venv", ".git", "__pycache__", "*.egg-info", "mutants", ".py
 # module (a file, or a folder ending in "/") -> the fast tests that cover it (pytest arguments). The module itself is
 # added so its doctests count too. Slow learning tests are left out: a mutant is run once per test that calls it.
 MODULE_TESTS = {
-    "agents/advantages.py": ["tests/agents/test_advantages.py", "tests/agents/test_mutation_kills.py"],
-    "agents/losses.py": ["tests/agents/test_losses.py", "tests/agents/test_mutation_kills.py"],
-    "agents/update.py": ["tests/agents/test_update.py", "-m", "not slow"],
+    "agents/core/advantages.py": ["tests/agents/test_advantages.py", "tests/agents/test_mutation_kills.py"],
+    "agents/core/losses.py": ["tests/agents/test_losses.py", "tests/agents/test_mutation_kills.py"],
+    "agents/core/update.py": ["tests/agents/test_update.py", "-m", "not slow"],
     "agents/offline/losses.py": ["tests/agents/test_offline.py", "tests/agents/test_mutation_kills.py",
                                  "-m", "not slow"],
     "textenv/kl.py": ["tests/textenv/test_kl.py", "tests/textenv/test_kl_batch.py",
@@ -59,7 +59,7 @@ MODULE_TESTS = {
 # by rounding, never in value (float64 inputs are unaffected), and no test should pin float32 bits.
 _GAE_ROUNDING = ("rounding only: the recursion runs in float64 instead of the values' float32 and the result is cast "
                  "back to the values' dtype at the end")
-_ADV, _LOSSES = "agents/advantages.py", "agents/losses.py"
+_ADV, _LOSSES = "agents/core/advantages.py", "agents/core/losses.py"
 EQUIVALENT: list[tuple[str, str, str, str]] = [
     (_ADV, "r, nv = rewards.detach().cpu().numpy().astype(v.dtype), next_value.detach().cpu().numpy().astype(v.dtype)",
      "r, nv = rewards.detach().cpu().numpy().astype(None), next_value.detach().cpu().numpy().astype(v.dtype)",
@@ -303,7 +303,7 @@ def report(results: list[ModuleResult], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modules", nargs="+", default=["agents/advantages.py", "agents/losses.py"],
+    parser.add_argument("--modules", nargs="+", default=["agents/core/advantages.py", "agents/core/losses.py"],
                         help=f"modules to mutate, of {sorted(MODULE_TESTS)}")
     parser.add_argument("--tests", type=shlex.split, default=None,
                         help="pytest arguments replacing the default selection, as one quoted string (one module)")

@@ -20,7 +20,7 @@ import torch
 
 def main(argv=None) -> None:
     from agents import LMPolicy, PPOConfig, train_ppo
-    from agents.evaluation import eval_prompts, generate
+    from agents.text.evaluation import eval_prompts, generate
     from textenv import world
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

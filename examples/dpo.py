@@ -9,8 +9,8 @@ minute on one CPU thread.
 import torch
 
 from agents import LMPolicy
-from agents.dpo import DPOConfig, train_dpo
-from agents.evaluation import eval_prompts, generate, win_rate
+from agents.text.dpo import DPOConfig, train_dpo
+from agents.text.evaluation import eval_prompts, generate, win_rate
 from textenv import world
 
 torch.set_num_threads(1)

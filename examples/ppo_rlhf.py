@@ -11,8 +11,8 @@ pipeline run ``textenv rlhf``.
 import torch
 
 from agents import LMPolicy, PPOConfig, train_ppo
-from agents.evaluation import eval_prompts, generate
-from agents.pipeline import plot_curves
+from agents.text.evaluation import eval_prompts, generate
+from agents.text.pipeline import plot_curves
 from textenv import world
 
 torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 """Stable-Baselines3 PPO as a black-box agent on the text env, with KL shaping in ``"reference"`` mode.
 
 Shows: ``PPO("MultiInputPolicy", ...)`` on ``textenv/Sentiment-v1`` with the token-embedding features extractor
-of :mod:`agents.sb3`, and the black-box form of KL-regularised RL: the env adds ``β·log π_ref(a|s)`` to every
+of :mod:`agents.policies.sb3`, and the black-box form of KL-regularised RL: the env adds ``β·log π_ref(a|s)`` to every
 token's reward and PPO adds the entropy bonus ``ent_coef=β``. That approximates ``E[R] − β·KL(π‖π_ref)``; it is
 not exactly it: the KL objective needs ``β·H(π(·|s_t))`` inside the return (soft RL), while SB3 adds each visited
 state's entropy to its loss, beside discounted (γ = 0.99) and normalised advantages, so even with R = 0 the
@@ -30,7 +30,7 @@ import torch
 from stable_baselines3 import PPO
 
 import textenv  # noqa: F401  (registers the ids)
-from agents.sb3 import sb3_policy_kwargs
+from agents.policies.sb3 import sb3_policy_kwargs
 
 BETA = 0.05  # KL coefficient β of the env, and PPO's entropy bonus (the approximation above)
 TOTAL_STEPS = 32_768  # tokens of training (64 rollouts of 512)

@@ -1,6 +1,6 @@
 """Atomic checkpoint folders, read as data: what every trainer's checkpoints share.
 
-Used by :class:`agents.run.Run` (every agent) and by the reward-model trainer (:mod:`textenv.rm.train`), so it
+Used by :class:`agents.core.run.Run` (every agent) and by the reward-model trainer (:mod:`textenv.rm.train`), so it
 lives in ``textenv``, which both may import. A checkpoint ``out/checkpoint/`` is written into
 ``out/checkpoint.tmp/``; :func:`commit` writes ``complete.json`` into it last (the size of every file) and
 renames it over the old one (kept as ``checkpoint.old/`` between the two renames). :func:`recover` makes the

@@ -29,7 +29,7 @@ from agents.offline.networks import (
     mlp,
     soft_update,
 )
-from agents.run import check_range
+from agents.core.run import check_range
 
 
 @dataclass

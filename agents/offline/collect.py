@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.run import check_range
+from agents.core.run import check_range
 
 
 @dataclass
@@ -84,7 +84,7 @@ def collect_datasets(config: CollectConfig, run_dir: str | Path, progress: bool 
     import gymnasium as gym
 
     from agents.control import train_control_ppo
-    from agents.policy import make_mlp_policy
+    from agents.policies.mlp import make_mlp_policy
     from robotics.datasets import (
         Episode,
         EpisodeRecorder,

@@ -19,7 +19,7 @@ from torch import nn
 
 from agents.offline import losses
 from agents.offline.algorithms import OfflineAlgorithm, OfflineConfig
-from agents.run import check_range
+from agents.core.run import check_range
 
 
 class SequenceSampler:

@@ -1,6 +1,6 @@
 """Training offline agents from a dataset, and fine-tuning one online.
 
-A run directory is an :class:`agents.run.Run`: ``config.json``, ``metrics.csv`` and TensorBoard (one row per
+A run directory is an :class:`agents.core.run.Run`: ``config.json``, ``metrics.csv`` and TensorBoard (one row per
 ``log_every`` gradient steps, with the evaluation where one was due), ``checkpoint/`` (written atomically;
 resume continues bit-identically: networks, optimizers, LR schedules, the batch sampler and RNG states), and
 ``model.pt`` at the end.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from agents.offline.data import ReplayBuffer
-from agents.run import Run, check_range, set_rng_state
+from agents.core.run import Run, check_range, set_rng_state
 
 
 @dataclass

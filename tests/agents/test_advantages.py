@@ -1,11 +1,11 @@
-"""agents.advantages against hand-computed numbers (the arithmetic is in the comments) and an independent loop."""
+"""agents.core.advantages against hand-computed numbers (the arithmetic is in the comments) and an independent loop."""
 
 import math
 
 import pytest
 import torch
 
-from agents.advantages import discounted_returns, gae, group_advantages, whiten
+from agents.core.advantages import discounted_returns, gae, group_advantages, whiten
 
 F, T_ = False, True
 

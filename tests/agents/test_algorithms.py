@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from agents import LMPolicy, PGConfig, PPOConfig, TrainingDiverged, train_pg, train_ppo
-from agents.evaluation import best_of_n, best_of_n_kl, eval_prompts, generate, win_rate
-from agents.onpolicy import train
+from agents.text.evaluation import best_of_n, best_of_n_kl, eval_prompts, generate, win_rate
+from agents.core.onpolicy import train
 
 EVAL = 128
 
@@ -31,7 +31,7 @@ def test_reinforce_solves_the_bandit(tmp_path):
     result = train_pg(config, tmp_path)
     obs = torch.zeros(1, 1)
     assert result.policy.probs(obs)[0, 0] > 0.95  # P(A); the untrained policy is at 0.5:
-    from agents.onpolicy import make_env, make_policy
+    from agents.core.onpolicy import make_env, make_policy
 
     untrained = make_policy(config, make_env(config), value_head=False)
     assert abs(float(untrained.probs(obs)[0, 0]) - 0.5) < 0.05
@@ -57,7 +57,7 @@ def test_group_estimators_raise_gold(tmp_path, base_samples, estimator):
 
 @pytest.mark.slow
 def test_dpo_beats_the_base_model_by_gold(tmp_path, lm_dir):
-    from agents.dpo import DPOConfig, train_dpo
+    from agents.text.dpo import DPOConfig, train_dpo
 
     path = train_dpo(DPOConfig(max_pairs=3000, lr=5e-4, seed=0), tmp_path, progress=False)
     prompts = eval_prompts(256)
@@ -68,9 +68,9 @@ def test_dpo_beats_the_base_model_by_gold(tmp_path, lm_dir):
 
 
 def test_sft_shifts_likelihood_towards_the_demonstrated_mood(tmp_path, lm_dir):
-    from agents.lm_policy import sequence_batch
-    from agents.losses import masked_mean
-    from agents.sft import SFTConfig, train_sft
+    from agents.policies.lm import sequence_batch
+    from agents.core.losses import masked_mean
+    from agents.text.sft import SFTConfig, train_sft
     from textenv.world.demos import sample_demonstrations
 
     positive, negative = sample_demonstrations(64, seed=999), sample_demonstrations(64, seed=999, mood="negative")
@@ -163,7 +163,7 @@ def test_policy_and_env_vocabularies_must_match(tmp_path, lm_dir):
     GPT2LMHeadModel(GPT2Config(vocab_size=300, n_layer=1, n_embd=16, n_head=2)).save_pretrained(other)
     LMPolicy.from_pretrained(lm_dir).tokenizer.save_pretrained(other)
     config = PPOConfig(iterations=1, prompts_per_iter=2, env_kwargs={"ref_model": str(lm_dir)})
-    from agents.onpolicy import make_env, make_policy
+    from agents.core.onpolicy import make_env, make_policy
 
     env = make_env(config)
     with pytest.raises(ValueError, match=r"policy vocabulary 300 .* differs from the env's"):
@@ -220,8 +220,8 @@ def test_ptx_adds_a_pretraining_loss(tmp_path):
 
 def test_ipo_trains_and_checkpoints(tmp_path):
     """IPO trains end to end and checkpoints its last step (interrupted-and-resumed runs: tests/agents/test_resume.py)."""
-    from agents.dpo import DPOConfig, train_dpo
-    from agents.run import STATE
+    from agents.text.dpo import DPOConfig, train_dpo
+    from agents.core.run import STATE
 
     config = DPOConfig(loss_type="ipo", max_pairs=64, batch_size=16, checkpoint_every=2)
     path = train_dpo(config, tmp_path, progress=False)
@@ -233,7 +233,7 @@ def test_ipo_trains_and_checkpoints(tmp_path):
 
 
 def _episodes(rewards, valid, terminated, truncated):
-    from agents.rollout import EpisodeBatch
+    from agents.core.rollout import EpisodeBatch
 
     as_t = lambda x, dtype=torch.float32: torch.tensor(x, dtype=dtype)
     T, N = len(rewards), len(rewards[0])
@@ -294,7 +294,7 @@ def test_a_refused_resume_leaves_the_run_untouched(tmp_path):
 
 
 def test_bench_config_errors():
-    from agents.bench import BenchConfig
+    from agents.cli.bench import BenchConfig
 
     with pytest.raises(ValueError, match=r"best_of_n=\(0, 4\)"):
         BenchConfig(best_of_n=(0, 4))
@@ -329,7 +329,7 @@ def test_ppo_refuses_a_text_episode_truncated_before_its_cap():
     """A text env that truncates with ``capped=False`` (a time limit) would need a bootstrap PPO on text
     cannot compute: refused, where the old code silently treated it as the end of the return."""
     from agents import PPOConfig
-    from agents.rollout import EpisodeBatch
+    from agents.core.rollout import EpisodeBatch
 
     def episodes(capped):
         T, N = 2, 1

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from agents.cli import main
+from agents.cli.app import main
 
 
 @pytest.mark.slow
@@ -23,13 +23,13 @@ COMMANDS = ("build-world", "demo", "preferences", "train-rm", "eval-rm", "throug
 
 
 def test_console_script_lists_its_subcommands():
-    out = subprocess.run([sys.executable, "-m", "agents.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "agents.cli.app", "--help"], capture_output=True, text=True, check=True).stdout
     listed = out.split("{", 1)[1].split("}", 1)[0].split(",")  # argparse's "{build-world,demo,...}"
     assert sorted(listed) == sorted(COMMANDS)
 
 
 def _every_command():
-    from agents.train_cli import _algorithms
+    from agents.cli.train import _algorithms
 
     return ([(c,) for c in COMMANDS] + [("train", a) for a in (*_algorithms(), "iql-online")]
             + [("datasets", "collect"), ("datasets", "list")])
@@ -50,7 +50,7 @@ def test_every_subcommand_has_a_working_help(command, capsys):
 
 @pytest.mark.slow
 def test_throughput_benchmark_runs_and_reports_ratios(lm_dir):
-    from agents.throughput import format_rows, run_throughput
+    from agents.cli.throughput import format_rows, run_throughput
 
     rows = run_throughput(batch_sizes=(2,), max_new_tokens=4, repeats=1, naive=True, progress=False)
     row = rows[0]

@@ -1,4 +1,4 @@
-"""The agents' commands of ``textenv`` run end to end in-process (``agents.cli.main``), at tiny sizes.
+"""The agents' commands of ``textenv`` run end to end in-process (``agents.cli.app.main``), at tiny sizes.
 
 ``datasets collect`` writes a small random Hopper dataset into a temporary ``MINARI_DATASETS_PATH``; ``datasets
 list`` finds it; every offline ``train`` command trains on it; ``train ppo-control`` trains on InvertedPendulum;
@@ -13,7 +13,7 @@ import io
 
 import pytest
 
-from agents.cli import main
+from agents.cli.app import main
 
 pytest.importorskip("mujoco")
 pytest.importorskip("minari")
@@ -99,7 +99,7 @@ def test_rerunning_a_finished_offline_command_does_no_work(minari_root, tmp_path
 def test_rerunning_a_finished_policy_gradient_command_does_no_work(tmp_path, monkeypatch):
     """The same for an on-policy command: the second run rolls out no episode and logs no row; a third with more
     ``--iterations`` continues from the checkpoint, rolling out only the new ones."""
-    from agents import onpolicy
+    from agents.core import onpolicy
 
     argv = ["train", "rloo", "--env-id", "textenv/Bandit-v0", "--iterations", "3", "--prompts-per-iter", "2",
             "--group-size", "4", "--kl-coef", "0", "--out", str(tmp_path)]
@@ -127,7 +127,7 @@ def test_train_ppo_control_command_and_its_rerun(tmp_path, monkeypatch):
     assert "last iteration: {'iteration': 2, 'steps': 256" in printed
     assert (tmp_path / "policy.pt").is_file() and (tmp_path / "learning_curve.png").is_file()
     metrics = (tmp_path / "metrics.csv").read_text()
-    from agents import control
+    from agents.control import ppo as control
 
     def no_rollout(*args, **kwargs):
         raise AssertionError("the finished run rolled out again")

@@ -9,7 +9,7 @@ from gymnasium import spaces
 
 from agents import PGConfig, train_pg
 from agents.control import ControlPPOConfig, ReturnScaler, train_control_ppo
-from agents.policy import MLPGaussianPolicy, RunningNorm, make_mlp_policy
+from agents.policies.mlp import MLPGaussianPolicy, RunningNorm, make_mlp_policy
 
 
 def test_gaussian_log_prob_and_entropy_match_torch_distributions():

@@ -1,11 +1,11 @@
-"""agents.losses against hand-computed numbers: PPO's clipped surrogate and value loss, DPO and IPO."""
+"""agents.core.losses against hand-computed numbers: PPO's clipped surrogate and value loss, DPO and IPO."""
 
 import math
 
 import pytest
 import torch
 
-from agents.losses import dpo_loss, masked_mean, ppo_loss
+from agents.core.losses import dpo_loss, masked_mean, ppo_loss
 
 EPS = 0.2
 # Six elements: ratios 0.5, 1.0, 1.5 with A = +1, then the same ratios with A = −1 (old π = 0.4 everywhere).

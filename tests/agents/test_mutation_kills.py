@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from agents.advantages import discounted_returns, gae, group_advantages, whiten
-from agents.losses import dpo_loss, ppo_loss
+from agents.core.advantages import discounted_returns, gae, group_advantages, whiten
+from agents.core.losses import dpo_loss, ppo_loss
 from agents.offline import losses as offline
 
 
@@ -17,7 +17,7 @@ def _flags(T, N=1):
     return torch.zeros(T, N, dtype=torch.bool)
 
 
-# --------------------------------------------------------------------------------------------- agents.advantages
+# --------------------------------------------------------------------------------------------- agents.core.advantages
 def test_gae_default_gamma_is_0_99_and_lambda_0_95():
     """Guards the defaults ``gamma=0.99``, ``lam=0.95`` (mutants 1.99 / 1.95 passed every other test).
 
@@ -94,7 +94,7 @@ def test_whiten_adds_eps_to_the_std():
     assert whiten(x, shift_mean=False, eps=1.0).tolist() == [1.5, 2.5]
 
 
-# ------------------------------------------------------------------------------------------------- agents.losses
+# ------------------------------------------------------------------------------------------------- agents.core.losses
 def _d(*xs):
     return torch.tensor(xs, dtype=torch.float64)
 

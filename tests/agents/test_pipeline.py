@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from agents.cli import main
+from agents.cli.app import main
 
 
 def test_train_flags_come_from_the_config(tmp_path, capsys):

@@ -39,7 +39,7 @@ class _CrashAfterLogging:
     no callback)."""
 
     def __init__(self, monkeypatch, step, only=lambda run: True):
-        from agents.run import Run
+        from agents.core.run import Run
 
         real = Run.log
 
@@ -283,7 +283,7 @@ def tiny_lm(tmp_path_factory):
 
 
 def _lm_weights(path):
-    from agents.lm_policy import LMPolicy
+    from agents.policies.lm import LMPolicy
 
     return LMPolicy.from_pretrained(path).model
 
@@ -311,7 +311,7 @@ def _length_reward(prompts, completions):
 def test_a_group_estimator_on_a_text_env_resumes_exactly(estimator, tmp_path, tiny_lm):
     """The LM path of the same loop (KV-cached sampling, the env's KL shaping against the reference, adaptive β):
     crash after iteration 3, resume from the checkpoint at 2, and get the uninterrupted run's rows and weights."""
-    from agents.lm_policy import LMPolicy  # noqa: F401  (the policy class the text env gets)
+    from agents.policies.lm import LMPolicy  # noqa: F401  (the policy class the text env gets)
 
     def config(**changes):
         return PGConfig(**{**dict(model=str(tiny_lm), estimator=estimator, iterations=4,  # the default text env id
@@ -333,7 +333,7 @@ def test_sft_resumes_exactly(tmp_path, tiny_lm, monkeypatch):
     """6 steps (8 demonstrations, batches of 4, 3 epochs), checkpoints every 2; a crash after step 3 resumes from
     step 2 with the saved AdamW state and LR schedule. Guards against a resume that starts again at step 0 or with
     a fresh optimizer (both give different weights and rows)."""
-    from agents.sft import SFTConfig, train_sft
+    from agents.text.sft import SFTConfig, train_sft
 
     data = tmp_path / "demos.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, w, l in REVIEWS for c in (w, l)))
@@ -345,7 +345,7 @@ def test_sft_resumes_exactly(tmp_path, tiny_lm, monkeypatch):
 
 def test_dpo_resumes_exactly(tmp_path, tiny_lm, monkeypatch):
     """As for SFT: 12 preference pairs in batches of 4 for 2 epochs (6 steps), against the initial model."""
-    from agents.dpo import DPOConfig, train_dpo
+    from agents.text.dpo import DPOConfig, train_dpo
 
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "chosen": w, "rejected": l}) + "\n" for p, w, l in REVIEWS * 3))

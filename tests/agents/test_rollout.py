@@ -1,4 +1,4 @@
-"""agents.rollout on tiny fixture envs with a known value function, and once on the real text env."""
+"""agents.core.rollout on tiny fixture envs with a known value function, and once on the real text env."""
 
 import gymnasium as gym
 import numpy as np
@@ -7,8 +7,8 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from agents.policy import Act
-from agents.rollout import as_vector_env, collect_steps, run_episodes, start_rollout
+from agents.policies.base import Act
+from agents.core.rollout import as_vector_env, collect_steps, run_episodes, start_rollout
 
 
 class CountEnv(gym.Env):
@@ -188,8 +188,8 @@ def test_as_vector_env_wraps_a_single_env():
 # ---------------------------------------------------------------------------------------------- the text env
 def test_run_episodes_on_the_text_env_matches_teacher_forced_logprobs():
     import textenv  # noqa: F401  (registers the ids)
-    from agents.lm_policy import LMPolicy
-    from agents.onpolicy import training_batch
+    from agents.policies.lm import LMPolicy
+    from agents.core.onpolicy import training_batch
     from textenv import world
 
     env = gym.make_vec("textenv/Sentiment-v0", num_envs=4, max_new_tokens=6, autoreset_mode="disabled")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents import run as run_module
-from agents.ppo import PPOConfig, train_ppo
-from agents.run import Run
-from agents.update import TrainingDiverged
+from agents.core import run as run_module
+from agents.text.ppo import PPOConfig, train_ppo
+from agents.core.run import Run
+from agents.core.update import TrainingDiverged
 from textenv.checkpoint import load_state, recover
 
 
@@ -86,7 +86,7 @@ def test_a_huge_learning_rate_is_reported_as_divergence_and_not_checkpointed(tmp
 def test_nan_weights_after_an_update_stop_the_run_as_divergence(tmp_path, monkeypatch):
     """The check after each update: weights made NaN by an update stop the run as divergence (naming the weight
     and the learning rate) before they are sampled from or checkpointed."""
-    from agents import onpolicy
+    from agents.core import onpolicy
 
     real = onpolicy.ppo_update
 
@@ -127,7 +127,7 @@ def _fails_to_start_control(path):
 
 
 def _fails_to_start_sft(path):
-    from agents.sft import SFTConfig, train_sft
+    from agents.text.sft import SFTConfig, train_sft
 
     data = path.parent / "demos.jsonl"
     data.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n")
@@ -136,7 +136,7 @@ def _fails_to_start_sft(path):
 
 
 def _fails_to_start_dpo(path):
-    from agents.dpo import DPOConfig, train_dpo
+    from agents.text.dpo import DPOConfig, train_dpo
 
     data = path.parent / "prefs.jsonl"
     data.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n")
@@ -184,7 +184,7 @@ def test_no_resume_removes_the_old_checkpoint_once_training_starts(tmp_path):
 
 # ---------------------------------------------------------------- 4. a kill between the renames
 def _kill_at_rename(monkeypatch, source: str, occurrence: int):
-    """Make ``os.replace`` in agents.run raise (a kill at that moment) at its ``occurrence``-th rename of a folder
+    """Make ``os.replace`` in agents.core.run raise (a kill at that moment) at its ``occurrence``-th rename of a folder
     named ``source``."""
     seen = {"n": 0}
     real = os.replace
@@ -239,7 +239,7 @@ def test_a_partial_checkpoint_tmp_is_ignored(tmp_path):
 def _tiny_lm_policy():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from agents.lm_policy import LMPolicy
+    from agents.policies.lm import LMPolicy
 
     torch.manual_seed(0)
     return LMPolicy(GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=2)))
@@ -260,7 +260,7 @@ def test_a_truncated_checkpoint_file_is_named_with_the_way_out(tmp_path, name):
 
 def test_trainer_state_round_trips_numpy_and_rng_exactly(tmp_path):
     """What ``to_safe`` stores (numpy RNG state as a tensor) restores the very same numpy stream."""
-    from agents.run import from_safe, to_safe
+    from agents.core.run import from_safe, to_safe
 
     np.random.seed(5)
     np.random.rand(3)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import textenv  # noqa: F401
-from agents.sampler import LMSampler, collect_episodes, sample_categorical
+from agents.policies.sampler import LMSampler, collect_episodes, sample_categorical
 
 
 def test_inverse_cdf_sampling_matches_the_distribution():

@@ -13,7 +13,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.preprocessing import preprocess_obs
 
-from agents.sb3 import TokenEmbeddingExtractor, sb3_policy_kwargs
+from agents.policies.sb3 import TokenEmbeddingExtractor, sb3_policy_kwargs
 
 BETA = 0.05
 

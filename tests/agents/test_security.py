@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.run import Run
+from agents.core.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ def _torch_load_calls():
 
 def test_every_torch_load_reads_weights_only():
     """Guards against a ``torch.load`` without ``weights_only=True`` (the default differs across torch versions,
-    and ``False`` unpickles arbitrary objects): ``policy.pt`` in agents/onpolicy.py, agents/control.py and
+    and ``False`` unpickles arbitrary objects): ``policy.pt`` in agents/core/onpolicy.py, agents/control/ppo.py and
     agents/offline/train.py, and both trainer states, pass it explicitly."""
     calls = list(_torch_load_calls())
     assert len(calls) >= 6  # run.py, rm/train.py, onpolicy.py, control.py, offline/train.py (twice)

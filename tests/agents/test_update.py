@@ -1,12 +1,12 @@
-"""agents.update.ppo_update: how many epochs and optimizer steps run, early stopping on KL, and skipped minibatches."""
+"""agents.core.update.ppo_update: how many epochs and optimizer steps run, early stopping on KL, and skipped minibatches."""
 
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
 
-from agents.policy import MLPCategoricalPolicy
-from agents.update import UpdateSettings, ppo_update
+from agents.policies.mlp import MLPCategoricalPolicy
+from agents.core.update import UpdateSettings, ppo_update
 
 N, ROWS = 16, 4  # 16 rows in minibatches of 4: four minibatches per epoch
 

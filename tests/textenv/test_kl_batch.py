@@ -95,7 +95,7 @@ def test_batched_env_equals_n_single_envs_with_policy_kl_frozen_rows_and_adaptiv
 
 def test_same_step_autoreset_puts_the_last_steps_kl_terms_in_final_info():
     """Guards against ``final_info`` missing ``reward_kl``/``kl``/``episode_kl``: the base env built it before the
-    KL wrapper added them, so agents reading an ended episode's info (``agents.rollout``) lost its KL."""
+    KL wrapper added them, so agents reading an ended episode's info (``agents.core.rollout``) lost its KL."""
     env = gym.make_vec(ID, num_envs=2, kl_coef=0.1, max_new_tokens=2, reward_model=zero_reward)  # same_step
     env.reset(seed=0)
     eos, word = _tokens(env)

@@ -53,7 +53,7 @@ def test_batched_env_under_gymnasium_vector_wrappers():
 
 
 def test_sync_vector_env_of_single_kl_envs_splits_the_rows():
-    """``gym.make_vec(..., vectorization_mode="sync")`` (and ``agents.rollout.as_vector_env``) holds one KL wrapper
+    """``gym.make_vec(..., vectorization_mode="sync")`` (and ``agents.core.rollout.as_vector_env``) holds one KL wrapper
     per sub-env: row i of the log-probs goes to sub-env i; one β for all of them does not exist."""
     env = gym.make_vec(ID, num_envs=2, vectorization_mode="sync", kl_coef=0.1, max_new_tokens=3, reward_model=zero_reward)
     env.reset(seed=0)
@@ -65,7 +65,7 @@ def test_sync_vector_env_of_single_kl_envs_splits_the_rows():
         textenv.supply_policy_logprobs(env, torch.tensor([-1.0, -2.0, -3.0]))
     with pytest.raises(ValueError, match="2 KL-shaped envs.*gym.make_vec"):
         textenv.kl_controller(env)
-    from agents.rollout import as_vector_env
+    from agents.core.rollout import as_vector_env
 
     single = gym.make(ID, kl_coef=0.1, max_new_tokens=3, reward_model=zero_reward)
     assert textenv.kl_controller(as_vector_env(single)) is single.get_wrapper_attr("controller")
@@ -82,12 +82,12 @@ def test_envs_without_policy_mode_kl_take_nothing():
 
 
 def test_sb3_callback_ends_one_batch_for_all_sub_envs():
-    """``agents.sb3.KLBatchCallback`` pools the episodes of every sub-env of a DummyVecEnv into one update at the
+    """``agents.policies.sb3.KLBatchCallback`` pools the episodes of every sub-env of a DummyVecEnv into one update at the
     end of a rollout, and gives every sub-env that β."""
     pytest.importorskip("stable_baselines3")
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agents.sb3 import KLBatchCallback
+    from agents.policies.sb3 import KLBatchCallback
 
     def make():
         return gym.make(ID, kl_coef=0.1, kl_target=1.0, kl_horizon=10, max_new_tokens=2, reward_model=zero_reward)
@@ -117,8 +117,8 @@ def test_sb3_callback_ends_one_batch_for_all_sub_envs():
 def test_on_policy_loop_ends_one_batch_per_iteration_and_passes_its_temperature(tmp_path):
     """Guards against β moving inside a rollout (the first iteration must be shaped with the initial β, the
     second with one update from the first batch's mean KL) and against the env scoring the reference untempered."""
-    from agents.onpolicy import make_env
-    from agents.pg import PGConfig, train_pg
+    from agents.core.onpolicy import make_env
+    from agents.text.pg import PGConfig, train_pg
 
     config = PGConfig(iterations=2, prompts_per_iter=2, group_size=2, max_new_tokens=4, kl_coef=0.1, kl_target=0.5,
                       kl_horizon=8, epochs=1, minibatch_rows=0, temperature=0.7, checkpoint_every=2,

@@ -184,7 +184,7 @@ def test_folder_written_before_checksums_is_rebuilt_if_broken(stage, damage, pro
 
 def test_build_world_cli_rebuilds_a_damaged_world(tmp_path, monkeypatch, capsys):
     """Bug: ``textenv build-world`` printed the stats of a world whose weights did not match what was built."""
-    from agents import cli
+    from agents.cli import app as cli
 
     fill = Fill()
     target = tmp_path / "world-abc"

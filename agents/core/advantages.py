@@ -1,7 +1,7 @@
 """Advantage estimators: GAE and discounted returns over time, and one group baseline over episodes.
 
 All functions are pure and work on torch tensors laid out ``(T, N)`` (time first, one column per env or per
-completion), the layout of :mod:`agents.rollout`. ``terminated`` and ``truncated`` are kept apart: a terminated
+completion), the layout of :mod:`agents.core.rollout`. ``terminated`` and ``truncated`` are kept apart: a terminated
 step has no future; a truncated one is cut by a time limit, and its future is worth ``bootstrap`` (the value of
 the observation the env would have continued from, ``info["final_obs"]``).
 

@@ -8,7 +8,7 @@ embeds the ids instead and pools them::
     from stable_baselines3 import PPO
 
     import textenv  # noqa: F401  (registers the ids)
-    from agents.sb3 import sb3_policy_kwargs
+    from agents.policies.sb3 import sb3_policy_kwargs
 
     beta = 0.05
     env = gym.make("textenv/Sentiment-v1", max_new_tokens=8, kl_coef=beta, kl_mode="reference")
@@ -43,7 +43,7 @@ try:
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
     from stable_baselines3.common.vec_env import DummyVecEnv
 except ImportError as e:  # pragma: no cover - depends on the installed extras
-    raise ImportError('agents.sb3 needs Stable-Baselines3; install it with: pip install "textenv[sb3]"') from e
+    raise ImportError('agents.policies.sb3 needs Stable-Baselines3; install it with: pip install "textenv[sb3]"') from e
 
 OBS_KEYS = ("input_ids", "attention_mask")
 _MAX_EXACT_FLOAT32_INT = 2**24  # SB3 hands Box observations over as float32

@@ -3,7 +3,7 @@
 Three pipelines do the same work: sample ``B × T`` tokens from the policy LM, get the reference model's
 log-prob of every sampled token (for KL shaping), and score every completion with a reward model.
 
-* ``env``: ``make_vec("textenv/Sentiment-v1", kl_coef>0)`` stepped by :class:`agents.sampler.LMSampler`
+* ``env``: ``make_vec("textenv/Sentiment-v1", kl_coef>0)`` stepped by :class:`agents.policies.sampler.LMSampler`
   (policy KV cache) — the reference is stepped with its own KV cache inside the env, the RM scores the
   envs that finish.
 * ``generate``: ``model.generate`` + one teacher-forced reference forward + one RM pass (the limit).
@@ -24,7 +24,7 @@ import gymnasium as gym
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from agents.sampler import LMSampler
+from agents.policies.sampler import LMSampler
 from textenv import supply_policy_logprobs
 from textenv.lm import load_causal_lm, load_tokenizer
 from textenv.rewards import HFRewardModel

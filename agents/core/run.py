@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.update import TrainingDiverged
+from agents.core.update import TrainingDiverged
 from textenv.checkpoint import (  # noqa: F401  (CHECKPOINT, MARKER, STATE: names users import from here)
     CHECKPOINT, MARKER, STATE, commit, first_nonfinite, folders, load_state, read_marker, recover, remove,
 )

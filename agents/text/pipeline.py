@@ -3,7 +3,7 @@
 Stages, each in its own folder of the run directory and each skipped when already done (an interrupted
 pipeline resumes where it stopped):
 
-1. ``sft/`` — supervised fine-tuning of the base LM on positive-mood demonstrations (:mod:`agents.sft`).
+1. ``sft/`` — supervised fine-tuning of the base LM on positive-mood demonstrations (:mod:`agents.text.sft`).
 2. ``preferences-{train,eval}.jsonl`` — K completions per prompt sampled from the SFT model, ranked by a noisy
    Bradley-Terry draw on gold sentiment (the "human labellers").
 3. ``rm/`` — a Bradley-Terry reward model on those preferences, initialised from the SFT model.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.run import check_range, config_dict
+from agents.core.run import check_range, config_dict
 
 
 @dataclass
@@ -70,10 +70,10 @@ def run_rlhf(config: RLHFConfig, out: str | Path, progress: bool = True) -> dict
     """Run (or resume) the pipeline into ``out``; returns the summary that ``report.md`` shows."""
     import torch
 
-    from agents.evaluation import best_of_n, eval_prompts, generate
-    from agents.lm_policy import LMPolicy
-    from agents.ppo import PPOConfig, train_ppo
-    from agents.sft import SFTConfig, train_sft
+    from agents.text.evaluation import best_of_n, eval_prompts, generate
+    from agents.policies.lm import LMPolicy
+    from agents.text.ppo import PPOConfig, train_ppo
+    from agents.text.sft import SFTConfig, train_sft
     from textenv import world
     from textenv.rm import RewardModelConfig, generate_preferences, label_stats, write_preferences
     from textenv.rm.train import train_reward_model

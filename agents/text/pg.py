@@ -2,7 +2,7 @@
 
 Each prompt is completed ``group_size = K`` times; a completion's return (the reward model's score minus the
 env's summed KL penalty) minus a baseline from its group is the advantage of each of its tokens
-(:func:`agents.advantages.group_advantages`):
+(:func:`agents.core.advantages.group_advantages`):
 
 | ``estimator`` | baseline | scale | reference |
 |---|---|---|---|
@@ -10,7 +10,7 @@ env's summed KL penalty) minus a baseline from its group is the advantage of eac
 | ``"rloo"`` | mean of the *other* K−1 | — | Ahmadian et al. 2024, "Back to basics" |
 | ``"grpo"`` | group mean | ÷ group std | Shao et al. 2024, DeepSeekMath |
 
-``baseline=`` and ``scale=`` override the preset. The update is :func:`agents.update.ppo_update` with no
+``baseline=`` and ``scale=`` override the preset. The update is :func:`agents.core.update.ppo_update` with no
 value term: with ``epochs=1`` and one minibatch (the defaults here) the ratio is 1 and the loss is the plain
 policy gradient; more epochs clip as PPO does (GRPO's μ > 1). On a non-text env (``textenv/Bandit-v0``) a
 group is K episodes from the env's start distribution.
@@ -26,15 +26,15 @@ from pathlib import Path
 
 import torch
 
-from agents.advantages import BASELINES, SCALES, group_advantages
-from agents.onpolicy import OnPolicyConfig, TrainResult, train
+from agents.core.advantages import BASELINES, SCALES, group_advantages
+from agents.core.onpolicy import OnPolicyConfig, TrainResult, train
 
 PRESETS = {"reinforce": ("mean", "none"), "rloo": ("loo", "none"), "grpo": ("mean", "std")}
 
 
 @dataclass
 class PGConfig(OnPolicyConfig):
-    """A group-baseline policy gradient; the fields of :class:`agents.onpolicy.OnPolicyConfig` plus these."""
+    """A group-baseline policy gradient; the fields of :class:`agents.core.onpolicy.OnPolicyConfig` plus these."""
 
     estimator: str = "rloo"
     """``"reinforce"``, ``"rloo"`` or ``"grpo"`` (table above)."""
@@ -77,7 +77,7 @@ class PGConfig(OnPolicyConfig):
 
 def train_pg(config: PGConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
              callback=None) -> TrainResult:
-    """Train REINFORCE/RLOO/GRPO (see :func:`agents.onpolicy.train` for the run directory and resume)."""
+    """Train REINFORCE/RLOO/GRPO (see :func:`agents.core.onpolicy.train` for the run directory and resume)."""
     if not isinstance(config, PGConfig):
         raise TypeError(f"train_pg needs a PGConfig, got {type(config).__name__}")
     return train(config, run_dir, resume, progress, callback, value_head=False)

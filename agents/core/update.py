@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.losses import ppo_loss
-from textenv.checkpoint import first_nonfinite  # noqa: F401  (re-exported: agents.update.first_nonfinite)
+from agents.core.losses import ppo_loss
+from textenv.checkpoint import first_nonfinite  # noqa: F401  (re-exported: agents.core.update.first_nonfinite)
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,7 +1,7 @@
 """The ``textenv`` command line: the built-in world, the demo, reward modelling, agents, benchmarks.
 
 ``textenv build-world``, ``demo``, ``preferences``, ``train-rm``, ``eval-rm``, ``throughput`` here; ``train``,
-``rlhf``, ``bench`` and ``best-of-n`` in :mod:`agents.train_cli`.
+``rlhf``, ``bench`` and ``best-of-n`` in :mod:`agents.cli.train`.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def _demo(args) -> None:
     import torch
 
     import textenv  # noqa: F401  (registers the ids)
-    from agents.sampler import collect_episodes
+    from agents.policies.sampler import collect_episodes
     from textenv import world
     from textenv.lm import load_causal_lm
 
@@ -198,7 +198,7 @@ def _plot_demo(path: Path, proxy, sentiment, fluency, lengths) -> None:
 
 
 def _throughput(args) -> None:
-    from agents.throughput import format_rows, run_throughput
+    from agents.cli.throughput import format_rows, run_throughput
 
     rows = run_throughput(tuple(args.batch_sizes), args.max_new_tokens, args.repeats, args.threads, naive=not args.no_naive)
     table = format_rows(rows)
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="also write the markdown table here")
     p.set_defaults(fn=_throughput)
 
-    from agents.train_cli import add_commands
+    from agents.cli.train import add_commands
 
     add_commands(sub)
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 Data: the preference JSONL of :mod:`textenv.rm.data` (pairs or K-wise rankings, expanded into C(K, 2)
 ordered pairs); by default the built-in world's training preferences. The reference's sequence log-probs are
 computed once before training; each step then needs one teacher-forced forward of the policy over the
-chosen and rejected completions of its pairs. Losses: :func:`agents.losses.dpo_loss`.
+chosen and rejected completions of its pairs. Losses: :func:`agents.core.losses.dpo_loss`.
 
 No EOS is appended to the completions: preference records store text, and a completion cut at the sampler's
 token cap never had one (15% of the built-in pairs), so DPO learns from the completion tokens only.
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.lm_policy import LMPolicy, sequence_batch, sequence_logprobs
-from agents.losses import DPO_LOSSES, dpo_loss
-from agents.run import Run, check_range
-from agents.supervised import finished, supervised_loop
+from agents.policies.lm import LMPolicy, sequence_batch, sequence_logprobs
+from agents.core.losses import DPO_LOSSES, dpo_loss
+from agents.core.run import Run, check_range
+from agents.text.supervised import finished, supervised_loop
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The env pays the reward model's score on a completion's last token and ``−β·KL_t`` on every token
 (:mod:`textenv.kl`, fed with the log-probs the policy sampled from, so the KL costs no second policy
 forward); β is fixed or adaptive through the env's KL controller. Advantages are GAE over the tokens of each
-completion with the value head of :class:`agents.lm_policy.LMPolicy`, whitened over the batch; the update is
+completion with the value head of :class:`agents.policies.lm.LMPolicy`, whitened over the batch; the update is
 the clipped surrogate with value clipping, entropy bonus, early stop on a target KL, and an optional
 pretraining-mix loss (PPO-ptx: ``+ γ_ptx · LM loss`` on pretraining text, which keeps the policy fluent).
 
@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.advantages import gae, whiten
-from agents.onpolicy import OnPolicyConfig, TrainResult, train
-from agents.run import check_range
-from agents.update import UpdateSettings
+from agents.core.advantages import gae, whiten
+from agents.core.onpolicy import OnPolicyConfig, TrainResult, train
+from agents.core.run import check_range
+from agents.core.update import UpdateSettings
 
 
 @dataclass
 class PPOConfig(OnPolicyConfig):
-    """PPO with a value head on the policy's trunk; the fields of :class:`agents.onpolicy.OnPolicyConfig` plus these."""
+    """PPO with a value head on the policy's trunk; the fields of :class:`agents.core.onpolicy.OnPolicyConfig` plus these."""
 
     gamma: float = 1.0
     """Discount over tokens (1: the completion's score counts in full at every token)."""
@@ -133,7 +133,7 @@ def _ptx_loss_factory(config: PPOConfig):
 
 def train_ppo(config: PPOConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
               callback=None) -> TrainResult:
-    """Train PPO (see :func:`agents.onpolicy.train` for the run directory, resume and ``callback``)."""
+    """Train PPO (see :func:`agents.core.onpolicy.train` for the run directory, resume and ``callback``)."""
     if not isinstance(config, PPOConfig):
         raise TypeError(f"train_ppo needs a PPOConfig, got {type(config).__name__}")
     factory = _ptx_loss_factory(config) if config.ptx_coef > 0 else None

@@ -1,7 +1,7 @@
 """Supervised fine-tuning on prompt/completion demonstrations (the first stage of InstructGPT's pipeline).
 
 The loss is the mean negative log-likelihood of the completion tokens (and EOS), prompt tokens masked out,
-from one teacher-forced forward per batch (:meth:`agents.lm_policy.LMPolicy.evaluate`). Data: a JSONL file of
+from one teacher-forced forward per batch (:meth:`agents.policies.lm.LMPolicy.evaluate`). Data: a JSONL file of
 ``{"prompt": ..., "completion": ...}`` lines, or by default positive-mood demonstrations drawn from the
 built-in world's grammar (:func:`textenv.world.demos.sample_demonstrations`).
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from agents.lm_policy import LMPolicy, sequence_batch
-from agents.losses import masked_mean
-from agents.run import Run, check_range
-from agents.supervised import finished, supervised_loop
+from agents.policies.lm import LMPolicy, sequence_batch
+from agents.core.losses import masked_mean
+from agents.core.run import Run, check_range
+from agents.text.supervised import finished, supervised_loop
 
 
 @dataclass

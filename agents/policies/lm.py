@@ -1,6 +1,6 @@
 """The LM policy: any Hugging Face causal LM plus a value head on its last hidden state (one shared trunk).
 
-Acting uses the LM's own KV cache (:class:`agents.sampler.LMSampler`): one ``(N, 1)`` forward per token for
+Acting uses the LM's own KV cache (:class:`agents.policies.sampler.LMSampler`): one ``(N, 1)`` forward per token for
 the whole batch. Learning uses one teacher-forced forward per sequence: :meth:`LMPolicy.evaluate` reads the
 log-probability, entropy and value of every completion token from a single pass over ``prompt + completion``.
 
@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from agents.policy import Act, Evaluation
-from agents.sampler import LMSampler
+from agents.policies.base import Act, Evaluation
+from agents.policies.sampler import LMSampler
 
 VALUE_HEAD = "value_head.safetensors"
 

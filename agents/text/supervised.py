@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.run import Run
+from agents.core.run import Run
 
 
 def supervised_loop(run: Run, policy, n_items: int, batch_size: int, epochs: int, lr: float, seed: int,
                     state: dict | None, batch_loss: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]],
                     desc: str, checkpoint_every: int, progress: bool = True) -> Path:
     """Minimise ``batch_loss(rows)`` over ``epochs`` seeded passes of ``n_items`` in batches; resumes from
-    ``state`` (what :meth:`agents.run.Run.load` returned); saves the policy in ``run.path / "policy"``.
+    ``state`` (what :meth:`agents.core.run.Run.load` returned); saves the policy in ``run.path / "policy"``.
 
     The caller loads its data and ``policy`` first: only here does a ``start(resume=False)`` run remove the old
-    checkpoint (:meth:`agents.run.Run.begin`)."""
+    checkpoint (:meth:`agents.core.run.Run.begin`)."""
     from tqdm.auto import tqdm
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)

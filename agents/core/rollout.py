@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from agents.policy import Policy
+from agents.policies.base import Policy
 from textenv import supply_policy_logprobs
 
 

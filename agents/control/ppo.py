@@ -1,9 +1,9 @@
 """PPO on control tasks (MuJoCo, classic control): fixed-horizon rollouts from N envs, the same maths as the LM agents.
 
-One iteration: ``n_steps`` steps of each of ``num_envs`` envs (:func:`agents.rollout.collect_steps`, which
+One iteration: ``n_steps`` steps of each of ``num_envs`` envs (:func:`agents.core.rollout.collect_steps`, which
 bootstraps time-limit truncations with ``V(final_obs)``), rewards optionally scaled by a running std of the
-discounted return (SB3's ``VecNormalize``), GAE, then :func:`agents.update.ppo_update` over minibatches of
-``batch_size`` steps. Observation normalisation lives in the policy (:class:`agents.policy.RunningNorm`) so a
+discounted return (SB3's ``VecNormalize``), GAE, then :func:`agents.core.update.ppo_update` over minibatches of
+``batch_size`` steps. Observation normalisation lives in the policy (:class:`agents.policies.mlp.RunningNorm`) so a
 saved policy carries its statistics; they are updated after each update, so acting and learning within an
 iteration see the same normalisation.
 """
@@ -20,12 +20,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.advantages import gae, whiten
-from agents.onpolicy import TrainResult
-from agents.policy import make_mlp_policy
-from agents.rollout import collect_steps, start_rollout
-from agents.run import Run, check_range
-from agents.update import UpdateSettings, ppo_update
+from agents.core.advantages import gae, whiten
+from agents.core.onpolicy import TrainResult
+from agents.policies.mlp import make_mlp_policy
+from agents.core.rollout import collect_steps, start_rollout
+from agents.core.run import Run, check_range
+from agents.core.update import UpdateSettings, ppo_update
 
 
 @dataclass

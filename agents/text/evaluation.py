@@ -15,9 +15,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.lm_policy import LMPolicy, sequence_logprobs
-from agents.onpolicy import training_batch
-from agents.rollout import run_episodes
+from agents.policies.lm import LMPolicy, sequence_logprobs
+from agents.core.onpolicy import training_batch
+from agents.core.rollout import run_episodes
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.run import check_range
+from agents.core.run import check_range
 
 AGENTS = ("ppo", "grpo", "rloo", "reinforce")
 
@@ -64,8 +64,8 @@ class BenchConfig:
 
 def agent_config(name: str, bench: BenchConfig, seed: int):
     """The training config of agent ``name`` under the bench's shared budget."""
-    from agents.pg import PGConfig
-    from agents.ppo import PPOConfig
+    from agents.text.pg import PGConfig
+    from agents.text.ppo import PPOConfig
 
     shared = dict(env_id=bench.env_id, iterations=bench.iterations, lr=bench.lr, kl_coef=bench.kl_coef, seed=seed,
                   threads=bench.threads)
@@ -78,11 +78,11 @@ def agent_config(name: str, bench: BenchConfig, seed: int):
 def run_bench(bench: BenchConfig, out: str | Path, progress: bool = True) -> list[dict]:
     """Train every agent × seed into ``out/<agent>-s<seed>`` (resuming finished runs), evaluate, and write
     ``results.json``, ``results.md`` and ``frontier.png``; returns the rows."""
-    from agents.evaluation import best_of_n, eval_prompts, generate
-    from agents.lm_policy import LMPolicy
-    from agents.pg import train_pg
-    from agents.ppo import train_ppo
-    from agents.pipeline import plot_frontier
+    from agents.text.evaluation import best_of_n, eval_prompts, generate
+    from agents.policies.lm import LMPolicy
+    from agents.text.pg import train_pg
+    from agents.text.ppo import train_ppo
+    from agents.text.pipeline import plot_frontier
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 def _algorithms() -> dict:
     from agents.control import ControlPPOConfig, train_control_ppo
-    from agents.dpo import DPOConfig, train_dpo
+    from agents.text.dpo import DPOConfig, train_dpo
     from agents.offline import ALGORITHMS as OFFLINE
     from agents.offline import train_offline
-    from agents.pg import PGConfig, train_pg
-    from agents.ppo import PPOConfig, train_ppo
-    from agents.sft import SFTConfig, train_sft
+    from agents.text.pg import PGConfig, train_pg
+    from agents.text.ppo import PPOConfig, train_ppo
+    from agents.text.sft import SFTConfig, train_sft
 
     return {
         "ppo": (PPOConfig, train_ppo, {}),
@@ -137,7 +137,7 @@ def _datasets_list(args) -> None:
 
 
 def _rlhf(args) -> None:
-    from agents.pipeline import RLHFConfig, run_rlhf
+    from agents.text.pipeline import RLHFConfig, run_rlhf
 
     base = RLHFConfig.quick() if args.quick else RLHFConfig()
     values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
@@ -145,7 +145,7 @@ def _rlhf(args) -> None:
 
 
 def _bench(args) -> None:
-    from agents.bench import BenchConfig, run_bench
+    from agents.cli.bench import BenchConfig, run_bench
 
     config = _config_from(args, BenchConfig, {})
     run_bench(config, args.out)
@@ -156,8 +156,8 @@ def _bench(args) -> None:
 def _best_of_n(args) -> None:
     import torch
 
-    from agents.evaluation import best_of_n, eval_prompts
-    from agents.lm_policy import LMPolicy
+    from agents.text.evaluation import best_of_n, eval_prompts
+    from agents.policies.lm import LMPolicy
     from textenv import world
 
     torch.set_num_threads(args.threads)
@@ -170,11 +170,11 @@ def _best_of_n(args) -> None:
 
 def add_commands(sub) -> None:
     """Register the agents' subcommands on the ``textenv`` parser's subparsers."""
-    from agents.bench import BenchConfig
+    from agents.cli.bench import BenchConfig
     from agents.offline import IQLConfig
     from agents.offline.collect import CollectConfig
     from agents.offline.train import FinetuneSettings
-    from agents.pipeline import RLHFConfig
+    from agents.text.pipeline import RLHFConfig
 
     p = sub.add_parser("train", help="train one agent (ppo, grpo, rloo, reinforce, sft, dpo on text envs; "
                                      "ppo-control on control tasks such as Hopper-v5; bc, td3bc, cql, iql, dt, "

@@ -1,16 +1,16 @@
 """The on-policy training loop that PPO and REINFORCE/RLOO/GRPO share, on text envs and on small discrete envs.
 
 One iteration: draw ``prompts_per_iter`` prompts (seeded by iteration), repeat each ``group_size`` times,
-play one completion per env with :func:`agents.rollout.run_episodes` (the policy's KV cache while acting,
+play one completion per env with :func:`agents.core.rollout.run_episodes` (the policy's KV cache while acting,
 the env's KL shaping against the frozen reference fed with the log-probs the policy sampled from), score the
 old policy in one teacher-forced pass, estimate advantages (GAE for PPO, the group baseline for the others),
-and run :func:`agents.update.ppo_update`. Metrics per iteration (proxy reward, gold reward, KL, β, losses,
+and run :func:`agents.core.update.ppo_update`. Metrics per iteration (proxy reward, gold reward, KL, β, losses,
 wall time) go to ``metrics.csv`` and TensorBoard; checkpoints are atomic and a run resumes where it stopped
 with the same numbers as an uninterrupted one (tested).
 
 An env id whose vector entry point is textenv's batched text env (``textenv/Sentiment-v1``, ``-v0``) gets an
-:class:`agents.lm_policy.LMPolicy`; any other env id with a ``Box`` observation
-(``textenv/Bandit-v0``, ``CartPole-v1``) gets an MLP policy (:func:`agents.policy.make_mlp_policy`: categorical
+:class:`agents.policies.lm.LMPolicy`; any other env id with a ``Box`` observation
+(``textenv/Bandit-v0``, ``CartPole-v1``) gets an MLP policy (:func:`agents.policies.mlp.make_mlp_policy`: categorical
 for discrete actions, Gaussian for continuous ones).
 """
 
@@ -27,11 +27,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.lm_policy import LMPolicy
-from agents.policy import make_mlp_policy
-from agents.rollout import EpisodeBatch, run_episodes
-from agents.run import Run, check_range
-from agents.update import TrainingDiverged, UpdateSettings, ppo_update
+from agents.policies.lm import LMPolicy
+from agents.policies.mlp import make_mlp_policy
+from agents.core.rollout import EpisodeBatch, run_episodes
+from agents.core.run import Run, check_range
+from agents.core.update import TrainingDiverged, UpdateSettings, ppo_update
 from textenv.checkpoint import first_nonfinite
 from textenv import kl_controller
 
