@@ -50,15 +50,16 @@ def check_env_id(env_id: str) -> str:
                      f"pip install \"textenv[mujoco]\"), and any other registered Gymnasium id works")
 
 
-def make_env(env_id: str, normalize_obs: bool = False, normalize_reward: bool = False, gamma: float = 0.99,
-             clip_obs: float = 10.0, wrap: Callable[[gym.Env], gym.Env] | None = None, **kwargs) -> gym.Env:
-    """``gymnasium.make(env_id)`` with the standard wrappers of continuous control, outermost last:
+def make_env(env_id: str, wrap: Callable[[gym.Env], gym.Env] | None = None, **kwargs) -> gym.Env:
+    """``gymnasium.make(env_id, **kwargs)`` with the standard wrappers of continuous control, outermost last:
 
-    ``RecordEpisodeStatistics`` (``info["episode"]`` with the *raw* return and length), ``ClipAction`` (the
-    policy's Gaussian samples are clipped to the action bounds), then optionally ``NormalizeObservation`` +
-    ``TransformObservation`` (clip to ±``clip_obs``) and ``NormalizeReward`` (scaled by a running estimate of
-    the discounted return's std, as SB3's ``VecNormalize``). ``wrap`` (e.g. a recorder) goes around the bare env,
-    inside all of these.
+    ``RecordEpisodeStatistics`` (``info["episode"]`` with the raw return and length), then ``ClipAction`` for a
+    ``Box`` action space (the policy's Gaussian samples are clipped to the action bounds). ``wrap`` (e.g. a
+    recorder) goes around the bare env, inside both.
+
+    Observation and reward normalisation are not env wrappers here: the trainer keeps them with the agent
+    (``agents.policies.mlp.RunningNorm`` inside the saved policy, ``agents.control.ppo.ReturnScaler`` in the
+    checkpoint), so a saved policy acts on raw observations and a resumed run keeps its statistics.
     """
     env = gym.make(check_env_id(env_id), **kwargs)
     if wrap is not None:
@@ -66,9 +67,4 @@ def make_env(env_id: str, normalize_obs: bool = False, normalize_reward: bool = 
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if isinstance(env.action_space, gym.spaces.Box):
         env = gym.wrappers.ClipAction(env)
-    if normalize_obs:
-        env = gym.wrappers.NormalizeObservation(env)
-        env = gym.wrappers.TransformObservation(env, lambda o: o.clip(-clip_obs, clip_obs), env.observation_space)
-    if normalize_reward:
-        env = gym.wrappers.NormalizeReward(env, gamma=gamma)
     return env

@@ -12,7 +12,7 @@ from textenv.rewards import HFRewardModel, Reward, RewardOutput, as_reward
 from textenv.task import TextTask, load_prompts
 from textenv.vector_env import TextGenerationVectorEnv
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BanditEnv",

@@ -68,7 +68,7 @@ class TextGenerationEnv(gym.Env):
       agent must not bootstrap where ``info["capped"]`` (reported on v0 too; the agents of :mod:`agents` do not).
     """
 
-    metadata = {"render_modes": ["ansi", "human"]}
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}  # fps as Gymnasium's toy-text envs; one frame a token
 
     def __init__(self, task: TextTask | None = None, render_mode: str | None = None, **task_kwargs):
         self.task = as_task(task, task_kwargs)

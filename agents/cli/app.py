@@ -1,17 +1,41 @@
 """The ``textenv`` command line: the built-in world, the demo, reward modelling, agents, benchmarks.
 
 ``textenv build-world``, ``demo``, ``preferences``, ``train-rm``, ``eval-rm``, ``throughput`` here; ``train``,
-``rlhf``, ``bench`` and ``best-of-n`` in :mod:`agents.cli.train`.
+``rlhf``, ``bench`` and ``best-of-n`` in :mod:`agents.cli.train`. A user error (a refused flag value, a missing
+file or optional dependency, a refused resume) prints one line and exits with status 2; ``--debug`` shows the
+traceback instead (:mod:`agents.cli.errors`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from agents.cli.errors import UsageError, user_message
+from agents.cli.flags import add_config_flags, make_config
+
+DESCRIPTION = """textenv is a token-level Gymnasium environment for RLHF and text agents: each action is one token,
+the reward is a reward model's score of the finished completion (minus an optional KL penalty to a reference LM).
+It ships a built-in world (a grammar, a small GPT-2 language model, held-out prompts, gold sentiment and fluency
+scores, and a learned proxy reward model), trainers (PPO, GRPO, RLOO, REINFORCE, SFT, DPO; PPO for MuJoCo control;
+offline BC, TD3+BC, CQL, IQL, Decision Transformer) and benchmarks. Start with `textenv build-world`, then
+`textenv demo` or `textenv rlhf`."""
+
+EPILOG = ("A user error prints one line and exits with status 2; add --debug (before or after the command) for the "
+          "full traceback. `textenv COMMAND --help` describes each command.")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (``textenv: error: ...; see textenv train ppo --help``)."""
+
+    def error(self, message: str):
+        print(f"textenv: error: {' '.join(message.split())}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _build_world(args) -> None:
@@ -44,10 +68,10 @@ def _verified(build, force: bool) -> Path:
             print(f"{path} is damaged ({problem}); rebuilding it", file=sys.stderr)
             path = build(True)
     except cache.CacheError as error:  # a read-only cache: the message says the way out
-        raise SystemExit(f"error: {error}") from error
+        raise UsageError(str(error)) from error
     if problem is not None:
         if (problem := cache.check(path, full=True)) is not None:
-            raise SystemExit(f"error: {path} is still damaged after a rebuild ({problem}); delete it and run again")
+            raise UsageError(f"{path} is still damaged after a rebuild ({problem}); delete it and run again")
     elif cache.record_checksums(path):
         print(f"recorded the checksums of {path} (cached by an older textenv)", file=sys.stderr)
     return path
@@ -104,11 +128,11 @@ def _preferences(args) -> None:
 def _train_rm(args) -> None:
     from textenv.rm import RewardModelConfig, train_reward_model
 
-    config = RewardModelConfig(
-        train_file=args.train, eval_file=args.eval, output_dir=args.out, base_model=args.base_model, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, center_coef=args.center_coef, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, threads=args.threads,
-    )
+    config = make_config(args, RewardModelConfig)
+    for name in ("train_file", "eval_file"):
+        if getattr(config, name) is not None and not Path(getattr(config, name)).is_file():
+            raise UsageError(f"{args.config_flags[name]} {getattr(config, name)}: no such file; make one with "
+                             f"`textenv preferences --out FILE`")
     out = train_reward_model(config, resume=not args.no_resume, gold=_gold(args.gold))
     metrics = json.loads((out / "metrics.json").read_text())
     print(f"reward model: {out}  (reward_model={str(out)!r} in gymnasium.make)")
@@ -209,26 +233,36 @@ def _throughput(args) -> None:
         print(f"wrote {args.out}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="textenv", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> Parser:
+    """The whole ``textenv`` parser (subcommands of :mod:`agents.cli.train` included)."""
+    from textenv.rm import RewardModelConfig
 
-    p = sub.add_parser("build-world", help="build (or find cached and check the sha256 of) the built-in world and its proxy reward model")
-    p.add_argument("--seed", type=int, default=0)
+    parser = Parser(prog="textenv", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one line")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands")
+
+    p = sub.add_parser("build-world", help="build or check the built-in world and proxy RM",
+                       description="Build the built-in world (grammar, corpus, tokenizer, base LM, prompts) and its "
+                                   "proxy reward model, or find them in the cache and check every file's sha256.")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world's recipe (another seed: another world) "
+                   "(default: 0)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.set_defaults(fn=_build_world)
 
-    p = sub.add_parser("demo", help="roll the base LM out in textenv/Sentiment-v1; print and plot rewards")
-    p.add_argument("--num-envs", type=int, default=16)
-    p.add_argument("--episodes", type=int, default=128)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--kl-coef", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on busy 2-core machines)")
-    p.add_argument("--out", default="runs/demo")
+    p = sub.add_parser("demo", help="roll the base LM out; print and plot its rewards",
+                       description="Roll the built-in base LM out in the batched textenv/Sentiment-v1 env; print the "
+                                   "proxy reward beside gold sentiment and fluency, and plot them.")
+    p.add_argument("--num-envs", type=int, default=16, help="envs of the vector env (default: 16)")
+    p.add_argument("--episodes", type=int, default=128, help="completions to sample (default: 128)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="token cap of a completion (default: 32)")
+    p.add_argument("--kl-coef", type=float, default=0.05, help="β of the env's KL penalty (default: 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompts and samples (default: 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on busy 2-core machines) "
+                   "(default: 1)")
+    p.add_argument("--out", default="runs/demo", help="where samples.jsonl and rewards.png go (default: runs/demo)")
     p.set_defaults(fn=_demo)
 
-    p = sub.add_parser("preferences", help="sample K completions per prompt and label them with a noisy gold ranking")
+    p = sub.add_parser("preferences", help="sample K completions per prompt, rank by noisy gold")
     p.add_argument("--out", required=True, help="JSONL file to write")
     p.add_argument("--model", default=None, help="causal LM to sample from (default: the built-in base LM)")
     p.add_argument("--num-prompts", type=int, default=1000, help="prompts (drawn from the grammar unless --prompts-file)")
@@ -242,24 +276,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(fn=_preferences)
 
-    p = sub.add_parser("train-rm", help="train a Bradley-Terry reward model (checkpoints; resumes by default)")
-    p.add_argument("--train", required=True, help="preference JSONL (pairs and/or rankings)")
-    p.add_argument("--eval", default=None, help="held-out preference JSONL")
-    p.add_argument("--out", default="runs/reward_model")
-    p.add_argument("--base-model", default=None, help="causal LM whose trunk starts the RM (default: built-in LM)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=16, help="records (prompts) per step")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--center-coef", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--gold", choices=list(_GOLD), default="sentiment", help="gold reward for the evaluation")
+    p = sub.add_parser("train-rm", help="train a Bradley-Terry reward model on preferences",
+                       description=f"Train a Bradley-Terry reward model: {RewardModelConfig.__doc__.splitlines()[0]}")
+    add_config_flags(p, RewardModelConfig, defaults={"threads": 1}, aliases={
+        "train_file": ["--train"], "eval_file": ["--eval"], "output_dir": ["--out"]})
+    p.add_argument("--gold", choices=list(_GOLD), default="sentiment", help="gold reward for the evaluation "
+                   "(default: sentiment)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists (it is removed "
                    "once the data and base model have loaded)")
     p.set_defaults(fn=_train_rm)
 
-    p = sub.add_parser("eval-rm", help="held-out accuracy, gold accuracy, calibration and length bias of a reward model")
+    p = sub.add_parser("eval-rm", help="a reward model's accuracy, calibration, length bias")
     p.add_argument("--model", required=True, help="reward model directory (or the built-in proxy: see build-world)")
     p.add_argument("--data", required=True, help="preference JSONL")
     p.add_argument("--gold", choices=list(_GOLD), default="sentiment")
@@ -267,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(fn=_eval_rm)
 
-    p = sub.add_parser("throughput", help="rollout tokens/s: batched env vs generate vs naive env")
+    p = sub.add_parser("throughput", help="rollout tokens/s: batched env vs generate vs naive")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
@@ -279,8 +306,62 @@ def main(argv: list[str] | None = None) -> None:
     from agents.cli.train import add_commands
 
     add_commands(sub)
-    args = parser.parse_args(argv)
-    args.fn(args)
+    return parser
+
+
+def passive_wait_exec(argv: list[str], environ, argv0: str) -> list[str] | None:
+    """The command line to re-execute the ``textenv`` console script with ``OMP_WAIT_POLICY=PASSIVE``, or None.
+
+    torch reads OpenMP's wait policy once, when it loads (before :func:`main` runs). With the default policy,
+    waiting threads spin, and the built-in world's 2-thread build (and any multi-threaded training) collapses when
+    another process holds a core: ``benchmarks/threads_wait_policy.py`` measured sampling 6× slower. Sleeping
+    threads change no arithmetic (the weights stay bit-identical) and cost little on an idle machine. So the
+    console script re-executes itself once with ``PASSIVE``, unless ``OMP_WAIT_POLICY`` is already set (yours
+    wins, and it stops the loop), for ``--help``, or when not run as the ``textenv`` script (``python -m
+    agents.cli``, ``main([...])`` from Python: set the variable yourself there).
+
+    >>> passive_wait_exec(["build-world"], {}, "/venv/bin/textenv")[-1]
+    'build-world'
+    >>> passive_wait_exec(["build-world"], {"OMP_WAIT_POLICY": "ACTIVE"}, "/venv/bin/textenv") is None
+    True
+    """
+    if os.name != "posix" or "OMP_WAIT_POLICY" in environ or Path(argv0).name != "textenv":
+        return None
+    if not argv or {"-h", "--help"} & set(argv):
+        return None
+    return [sys.executable, argv0, *argv]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``textenv argv...``. A user error raises ``SystemExit(2)`` after printing one line (with ``--debug``
+    anywhere in ``argv``, the error itself is raised)."""
+    if argv is None:
+        command = passive_wait_exec(sys.argv[1:], os.environ, sys.argv[0])
+        if command is not None:
+            os.execve(command[0], command, {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]  # accepted after the subcommand too
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would blame the top-level parser; name the command whose --help lists the flags
+        words = [getattr(args, k) for k in ("command", "algorithm", "datasets_command") if getattr(args, k, None)]
+        parser.prog = " ".join(["textenv", *words])
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if debug:
+        return args.fn(args)
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        resumable = args.command in ("train", "rlhf", "train-rm")
+        print("textenv: interrupted" + ("; run the same command again to resume" if resumable else ""), file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:
+        message = user_message(error, getattr(args, "config_flags", None))
+        if message is None:
+            raise
+        print(f"textenv: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -124,7 +124,8 @@ def format_results(rows: list[dict], base: dict, bon: list[dict], bench: BenchCo
     lines = [f"Env `{bench.env_id}`, {bench.iterations} iterations × {bench.completions_per_iter} completions, "
              f"lr {bench.lr}, β {bench.kl_coef}, K {bench.group_size}, seeds {list(bench.seeds)}, "
              f"{bench.threads} torch thread(s); evaluated on {bench.eval_prompts} held-out prompts (best-of-N too); "
-             f"mean ± sample std over seeds.", "",
+             f"mean ± sample std over seeds. proxy = the env's reward model (what the agents are trained on); "
+             f"gold = the env's gold reward (info['reward_gold']), never seen in training.", "",
              "| agent | proxy | gold | KL to initial | length | train time (s) |", "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["agent"] for r in rows):
         group = [r for r in rows if r["agent"] == name]

@@ -7,19 +7,34 @@ line and the Python API cannot drift apart.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import types
-import typing
 from pathlib import Path
+
+from agents.cli.flags import add_config_flags, config_values, make_config, plain
+
+ABOUT = {
+    "ppo": "PPO on a text env: value head, GAE, KL-shaped reward",
+    "grpo": "GRPO: K samples per prompt, (return − mean) / std; no critic",
+    "rloo": "RLOO: K samples per prompt, leave-one-out baseline; no critic",
+    "reinforce": "REINFORCE with the group mean as baseline; no critic",
+    "sft": "supervised fine-tuning on demonstrations",
+    "dpo": "direct preference optimisation against a frozen reference",
+    "ppo-control": "PPO for MuJoCo control (e.g. Hopper-v5; the mujoco extra)",
+    "bc": "behaviour cloning on an offline dataset (Minari format)",
+    "td3bc": "TD3+BC on an offline dataset",
+    "cql": "conservative Q-learning (CQL) on an offline dataset",
+    "iql": "implicit Q-learning (IQL) on an offline dataset",
+    "dt": "Decision Transformer on an offline dataset",
+    "iql-online": "IQL offline, then online with the dataset as replay buffer",
+}
+"""One line per ``train`` algorithm (``textenv train --help``); one not listed shows its config's first doc line."""
 
 
 def _algorithms() -> dict:
     from agents.control import ControlPPOConfig, train_control_ppo
-    from agents.text.dpo import DPOConfig, train_dpo
     from agents.offline import ALGORITHMS as OFFLINE
     from agents.offline import train_offline
+    from agents.text.dpo import DPOConfig, train_dpo
     from agents.text.pg import PGConfig, train_pg
     from agents.text.ppo import PPOConfig, train_ppo
     from agents.text.sft import SFTConfig, train_sft
@@ -36,48 +51,9 @@ def _algorithms() -> dict:
     }
 
 
-def _parse_value(kind):
-    """An argparse ``type`` for a dataclass field annotation (``int``, ``float | None``, ``tuple[int, ...]``...)."""
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    optional = type(None) in typing.get_args(kind)
-    base = args[0] if (optional or isinstance(kind, types.UnionType)) and args else kind
-    if typing.get_origin(base) is tuple:
-        inner = typing.get_args(base)[0]
-        return lambda text: tuple(inner(x) for x in text.split(",") if x)
-    if typing.get_origin(base) is dict:
-        return json.loads
-    if base is bool:
-        return lambda text: text.lower() in ("1", "true", "yes", "on")
-
-    def parse(text):
-        if optional and text.lower() == "none":
-            return None
-        return base(text)
-
-    return parse
-
-
-def add_config_flags(parser: argparse.ArgumentParser, config_cls, preset: dict) -> None:
-    """One ``--field-name`` per dataclass field, defaulting to the config's own default."""
-    hints = typing.get_type_hints(config_cls)
-    for f in dataclasses.fields(config_cls):
-        if f.name in preset:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=_parse_value(hints[f.name]),
-                            default=argparse.SUPPRESS, metavar=type(default).__name__.upper() if default is not None else "X",
-                            help=f"default: {shown}")
-
-
-def _config_from(args, config_cls, preset: dict):
-    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
-    return config_cls(**{**preset, **values})
-
-
 def _train(args) -> None:
     config_cls, fn, preset = _algorithms()[args.algorithm]
-    config = _config_from(args, config_cls, preset)
+    config = make_config(args, config_cls, preset)
     out = Path(args.out or f"runs/{args.algorithm}")
     result = fn(config, out, resume=not args.no_resume)
     rows = getattr(result, "rows", None)
@@ -95,9 +71,11 @@ def _iql_online(args) -> None:
     from agents.offline import IQLConfig, finetune_online
     from agents.offline.train import FinetuneSettings
 
-    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    values = config_values(args)
     online = {k: values.pop(k) for k in list(values) if k in {f.name for f in dataclasses.fields(FinetuneSettings)}}
-    _, result = finetune_online(IQLConfig(**values), FinetuneSettings(**online), args.out, resume=not args.no_resume)
+    iql = make_config(args, IQLConfig, values=values)
+    settings = make_config(args, FinetuneSettings, values=online)
+    _, result = finetune_online(iql, settings, args.out, resume=not args.no_resume)
     first, last = result.rows[0], result.rows[-1]
     print(f"offline policy: return {first['eval_return']:.1f} (score {first.get('eval_score', float('nan')):.1f}); after "
           f"{last['iteration']} online steps: {last['eval_return']:.1f} (score {last.get('eval_score', float('nan')):.1f})")
@@ -107,7 +85,7 @@ def _iql_online(args) -> None:
 def _datasets_collect(args) -> None:
     from agents.offline.collect import CollectConfig, collect_datasets
 
-    config = _config_from(args, CollectConfig, {})
+    config = make_config(args, CollectConfig)
     summaries = collect_datasets(config, args.out or f"runs/collect-{config.env_id}")
     print("| id | steps | episodes | behaviour return | size MB |\n|---|---|---|---|---|")
     for did, s in summaries.items():
@@ -139,15 +117,19 @@ def _datasets_list(args) -> None:
 def _rlhf(args) -> None:
     from agents.text.pipeline import RLHFConfig, run_rlhf
 
-    base = RLHFConfig.quick() if args.quick else RLHFConfig()
-    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
-    run_rlhf(dataclasses.replace(base, **values), args.out)
+    config = make_config(args, RLHFConfig, base=RLHFConfig.quick() if args.quick else RLHFConfig())
+    run_rlhf(config, rlhf_out(args), resume=not args.no_resume, smoke_test=args.quick)
+
+
+def rlhf_out(args) -> Path:
+    """``--out``, else ``runs/rlhf`` (``runs/rlhf-quick`` with ``--quick``, so a smoke test never meets a real run)."""
+    return Path(args.out or ("runs/rlhf-quick" if args.quick else "runs/rlhf"))
 
 
 def _bench(args) -> None:
     from agents.cli.bench import BenchConfig, run_bench
 
-    config = _config_from(args, BenchConfig, {})
+    config = make_config(args, BenchConfig)
     run_bench(config, args.out)
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {Path(args.out) / 'results.md'}, results.json and frontier.png")
@@ -156,8 +138,8 @@ def _bench(args) -> None:
 def _best_of_n(args) -> None:
     import torch
 
-    from agents.text.evaluation import best_of_n, eval_prompts
     from agents.policies.lm import LMPolicy
+    from agents.text.evaluation import best_of_n, eval_prompts
     from textenv import world
 
     torch.set_num_threads(args.threads)
@@ -176,28 +158,31 @@ def add_commands(sub) -> None:
     from agents.offline.train import FinetuneSettings
     from agents.text.pipeline import RLHFConfig
 
-    p = sub.add_parser("train", help="train one agent (ppo, grpo, rloo, reinforce, sft, dpo on text envs; "
-                                     "ppo-control on control tasks such as Hopper-v5; bc, td3bc, cql, iql, dt, "
-                                     "iql-online on offline datasets); resumes by default")
-    algos = p.add_subparsers(dest="algorithm", required=True)
+    p = sub.add_parser("train", help="train one agent: text, control or offline",
+                       description="Train one agent. Each algorithm's flags are the fields of its config, with their "
+                                   "defaults: `textenv train ALGORITHM --help`. A run directory (--out) holds "
+                                   "config.json, metrics.csv, tb/ and checkpoint/; running the same command again "
+                                   "resumes it.")
+    algos = p.add_subparsers(dest="algorithm", required=True, title="algorithms", metavar="ALGORITHM")
     for name, (config_cls, _, preset) in _algorithms().items():
-        a = algos.add_parser(name, help=f"{config_cls.__name__}{' ' + str(preset) if preset else ''}",
-                             description=(config_cls.__doc__ or "").strip().splitlines()[0])
+        about = ABOUT.get(name) or plain((config_cls.__doc__ or name).strip().splitlines()[0])
+        a = algos.add_parser(name, help=about, description=about[0].upper() + about[1:] + ". Resumes by default.")
         a.add_argument("--out", default=None, help=f"run directory (default: runs/{name})")
         a.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists (it is "
                        "removed once the new run has loaded its env, policy and data)")
         add_config_flags(a, config_cls, preset)
         a.set_defaults(fn=_train)
 
-    a = algos.add_parser("iql-online", help="IQL offline, then fine-tuned online with the dataset as its replay buffer",
-                         description="IQL pre-trained offline, then online with a replay buffer")
+    a = algos.add_parser("iql-online", help=ABOUT["iql-online"],
+                         description="IQL pre-trained offline, then fine-tuned online with the dataset as its replay "
+                                     "buffer. Resumes by default.")
     a.add_argument("--out", default="runs/iql-online", help="run directory (default: runs/iql-online)")
     a.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     add_config_flags(a, IQLConfig, {})
     add_config_flags(a, FinetuneSettings, {})
     a.set_defaults(fn=_iql_online)
 
-    p = sub.add_parser("datasets", help="offline datasets in Minari format: collect (D4RL-style) and list")
+    p = sub.add_parser("datasets", help="offline datasets (Minari): collect and list")
     ds = p.add_subparsers(dest="datasets_command", required=True)
     a = ds.add_parser("collect", help="train PPO, then write random/medium/expert/medium-replay/medium-expert",
                       description=(CollectConfig.__doc__ or "").strip())
@@ -208,18 +193,26 @@ def add_commands(sub) -> None:
     a.add_argument("--prefix", default="", help="only ids starting with this (e.g. robotics/hopper)")
     a.set_defaults(fn=_datasets_list)
 
-    p = sub.add_parser("rlhf", help="SFT → preference data → reward model → PPO on the built-in world, with a report")
-    p.add_argument("--out", default="runs/rlhf")
-    p.add_argument("--quick", action="store_true", help="a small pipeline (under a minute) to check the setup")
-    add_config_flags(p, RLHFConfig, {})
+    p = sub.add_parser("rlhf", help="SFT → preferences → RM → PPO, with a report",
+                       description="The InstructGPT pipeline on the built-in world: SFT, preference data labelled "
+                                   "by noisy gold, a reward model, PPO against it; a report puts gold beside every "
+                                   "proxy number. Each finished stage is kept: running it again resumes.")
+    p.add_argument("--out", default=None, help="run directory (default: runs/rlhf; runs/rlhf-quick with --quick)")
+    quick = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in dataclasses.asdict(RLHFConfig.quick()).items()
+                      if v != getattr(RLHFConfig(), k))
+    p.add_argument("--quick", action="store_true", help=f"a smoke test ({quick}; about a minute): sizes far too "
+                   "small for the figures to mean anything, to check that the pipeline runs")
+    p.add_argument("--no-resume", action="store_true", help="start over in --out, replacing the run there (after "
+                   "the flags have been checked)")
+    add_config_flags(p, RLHFConfig)
     p.set_defaults(fn=_rlhf)
 
-    p = sub.add_parser("bench", help="agents × seeds at equal budgets → results table and frontier plot")
+    p = sub.add_parser("bench", help="agents × seeds at equal budgets: table, frontier")
     p.add_argument("--out", default="runs/bench")
     add_config_flags(p, BenchConfig, {})
     p.set_defaults(fn=_bench)
 
-    p = sub.add_parser("best-of-n", help="best-of-N sampling by the proxy reward model: proxy, gold, analytic KL")
+    p = sub.add_parser("best-of-n", help="best-of-N by the proxy RM: proxy, gold and KL")
     p.add_argument("--model", default=None, help="policy to sample from (default: the built-in base LM)")
     p.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--prompts", type=int, default=128, help="held-out prompts")

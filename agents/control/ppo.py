@@ -19,13 +19,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.wrappers.utils import RunningMeanStd
 
 from agents.core.advantages import gae, whiten
 from agents.core.onpolicy import TrainResult
-from agents.policies.mlp import make_mlp_policy
 from agents.core.rollout import collect_steps, start_rollout
 from agents.core.run import Run, check_range
 from agents.core.update import UpdateSettings, ppo_update
+from agents.policies.mlp import make_mlp_policy
 
 
 @dataclass
@@ -106,35 +107,32 @@ class ControlPPOConfig:
 
 
 class ReturnScaler:
-    """Divides rewards by the running std of each env's discounted return (what SB3's ``VecNormalize`` does)."""
+    """Divides rewards by the running std of each env's discounted return (what SB3's ``VecNormalize`` does); the
+    statistics are Gymnasium's ``RunningMeanStd`` (count starts at 1e-4 with variance 1, as SB3's and
+    Gymnasium's ``NormalizeReward``)."""
 
     def __init__(self, num_envs: int, gamma: float, clip: float = 10.0):
         self.gamma, self.clip = gamma, clip
         self.ret = np.zeros(num_envs)
-        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+        self.stats = RunningMeanStd(shape=())
 
     def __call__(self, rewards: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         """Scale ``(T, N)`` rewards in time order, updating the statistics."""
         out = torch.empty_like(rewards)
         for t in range(rewards.shape[0]):
             self.ret = self.ret * self.gamma + rewards[t].numpy()
-            self._update(self.ret)
-            out[t] = (rewards[t] / float(np.sqrt(self.var + 1e-8))).clamp(-self.clip, self.clip)
+            self.stats.update(self.ret)
+            out[t] = (rewards[t] / float(np.sqrt(self.stats.var + 1e-8))).clamp(-self.clip, self.clip)
             self.ret[done[t].numpy()] = 0.0
         return out
 
-    def _update(self, x: np.ndarray) -> None:
-        n, mean, var = len(x), float(x.mean()), float(x.var())
-        delta, total = mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.var = (self.var * self.count + var * n + delta**2 * self.count * n / total) / total
-        self.count = total
-
     def state_dict(self) -> dict:
-        return {"ret": self.ret.copy(), "mean": self.mean, "var": self.var, "count": self.count}
+        return {"ret": self.ret.copy(), "mean": float(self.stats.mean), "var": float(self.stats.var),
+                "count": float(self.stats.count)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.ret, self.mean, self.var, self.count = state["ret"].copy(), state["mean"], state["var"], state["count"]
+        self.ret = state["ret"].copy()
+        self.stats.mean, self.stats.var, self.stats.count = (np.float64(state[k]) for k in ("mean", "var", "count"))
 
 
 def make_vector_env(config: ControlPPOConfig, wrap: Callable[[gym.Env], gym.Env] | None = None) -> gym.vector.VectorEnv:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents.core.run import check_range
 from agents.offline import losses
 from agents.offline.networks import (
     DeterministicActor,
@@ -29,7 +30,6 @@ from agents.offline.networks import (
     mlp,
     soft_update,
 )
-from agents.core.run import check_range
 
 
 @dataclass
@@ -246,7 +246,9 @@ class TD3BCConfig(OfflineConfig):
     algorithm: ClassVar[type] = TD3BC
     _positive: ClassVar[tuple[str, ...]] = ("actor_lr", "critic_lr", "tau", "alpha")
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the twin critics."""
     tau: float = 0.005
     """Target-network averaging rate."""
     alpha: float = 2.5
@@ -254,6 +256,7 @@ class TD3BCConfig(OfflineConfig):
     policy_noise: float = 0.2
     """Std of the target-policy smoothing noise."""
     noise_clip: float = 0.5
+    """The smoothing noise is clipped to ±this."""
     policy_freq: int = 2
     """Critic steps per actor step."""
 
@@ -327,8 +330,11 @@ class IQLConfig(OfflineConfig):
     algorithm: ClassVar[type] = IQL
     _positive: ClassVar[tuple[str, ...]] = ("actor_lr", "critic_lr", "value_lr", "tau", "beta", "max_weight")
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor (cosine-decayed over the run)."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the twin Q critics."""
     value_lr: float = 3e-4
+    """Adam learning rate of the value function V."""
     tau: float = 0.005
     """Target-network averaging rate."""
     expectile: float = 0.7
@@ -416,10 +422,13 @@ class CQLConfig(OfflineConfig):
     _positive: ClassVar[tuple[str, ...]] = ("actor_lr", "critic_lr", "temperature_lr", "tau", "initial_temperature",
                                             "cql_temperature")
     actor_lr: float = 1e-4
+    """Adam learning rate of the actor."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the twin critics."""
     temperature_lr: float = 1e-4
     """Learning rate of the entropy temperature."""
     initial_temperature: float = 1.0
+    """Starting entropy temperature α (learned afterwards)."""
     tau: float = 0.005
     """Target-network averaging rate."""
     conservative_weight: float = 5.0

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents.core.run import check_range
 from agents.offline import losses
 from agents.offline.algorithms import OfflineAlgorithm, OfflineConfig
-from agents.core.run import check_range
 
 
 class SequenceSampler:
@@ -71,12 +71,17 @@ class DecisionTransformer(OfflineAlgorithm):
                                            batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, config.n_layer, norm=nn.LayerNorm(h), enable_nested_tensor=False)
         self.predict_action = nn.Sequential(nn.Linear(h, self.act_dim), nn.Tanh())
+        self._set_up_training(data)
+
+    def _set_up_training(self, data) -> None:
+        """The return asked for when acting, and AdamW with warm-up over every parameter (the network built)."""
+        c: DTConfig = self.config
         returns = data.episode_returns()
-        self.target_return = float(config.target_return if config.target_return is not None else returns.max())
-        self.actor_opt = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.target_return = float(c.target_return if c.target_return is not None else returns.max())
+        self.actor_opt = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.optimizers["actor"] = self.actor_opt
         self.schedulers["actor"] = torch.optim.lr_scheduler.LambdaLR(
-            self.actor_opt, lambda s: min((s + 1) / config.warmup_steps, 1.0))
+            self.actor_opt, lambda s: min((s + 1) / c.warmup_steps, 1.0))
 
     def sampler(self, data) -> SequenceSampler:
         c: DTConfig = self.config
@@ -169,14 +174,21 @@ class DTConfig(OfflineConfig):
     context: int = 20
     """K, the steps the model sees."""
     n_layer: int = 3
+    """Transformer blocks."""
     n_head: int = 1
+    """Attention heads per block."""
     embed_dim: int = 128
+    """Width of the token embeddings (return, state and action tokens)."""
     dropout: float = 0.1
+    """Dropout on embeddings, attention and residuals."""
     lr: float = 1e-4
+    """Peak AdamW learning rate."""
     weight_decay: float = 1e-4
+    """AdamW weight decay (on every parameter)."""
     warmup_steps: int = 10_000
     """Linear learning-rate warm-up."""
     grad_clip: float = 0.25
+    """Gradient-norm clip."""
     return_scale: float = 1000.0
     """Returns-to-go are divided by this."""
     target_return: float | None = None

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.policies.mlp import gaussian_log_prob, gaussian_log_prob_of_noise
+
 
 def mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
     """``Linear → ReLU`` blocks and a linear output (PyTorch's default initialisation, as CORL and d3rlpy)."""
@@ -96,9 +98,7 @@ class GaussianActor(nn.Module):
         return self.log_std.clamp(*self.bounds).exp()
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        mean, log_std = self(obs), self.log_std.clamp(*self.bounds)
-        z = (actions - mean) / log_std.exp()
-        return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return gaussian_log_prob(actions, self(obs), self.log_std.clamp(*self.bounds))
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         mean = self(obs)
@@ -128,7 +128,7 @@ class TanhGaussianActor(nn.Module):
         eps = torch.randn_like(mean)
         u = mean + log_std.exp() * eps
         # log N(u) − Σ log(1 − tanh(u)²), the latter written stably as 2·(log 2 − u − softplus(−2u))
-        logp = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = gaussian_log_prob_of_noise(eps, log_std)
         logp = logp - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
         return torch.tanh(u), logp
 

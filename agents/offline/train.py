@@ -20,8 +20,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.offline.data import ReplayBuffer
 from agents.core.run import Run, check_range, set_rng_state
+from agents.offline.data import ReplayBuffer
 
 
 @dataclass

@@ -35,6 +35,21 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int, out_gain: float) -> nn.S
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """``Σ_i log N(x_i; μ_i, σ_i²)`` over the last axis, ``σ = exp(log_std)``; shapes broadcast, ``(..., A) -> (...)``.
+
+    Written out: ``torch.distributions.Normal(μ, σ).log_prob(x).sum(-1)`` is the same number but costs ~70 µs a
+    call in the small-batch loops of the control agents.
+    """
+    return gaussian_log_prob_of_noise((x - mean) / log_std.exp(), log_std)
+
+
+def gaussian_log_prob_of_noise(eps: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """:func:`gaussian_log_prob` of ``x = μ + σ·eps`` from the standard-normal noise ``eps`` itself (a
+    reparameterised sample: no division, and no gradient through ``x − μ``)."""
+    return (-0.5 * eps**2 - log_std - _HALF_LOG_2PI).sum(-1)
+
+
 class RunningNorm(nn.Module):
     """Running mean and variance of observations (Chan et al.'s parallel update), kept as buffers so they are
     saved with the policy; ``forward`` normalises and clips to ±``clip``."""
@@ -145,23 +160,18 @@ class MLPGaussianPolicy(_MLPActorCritic):
             raise TypeError(f"MLPGaussianPolicy needs a 1-D Box action space, got {action_space}")
         super().__init__(observation_space, int(action_space.shape[0]), hidden, value, normalize_obs, log_std_init)
 
-    def _log_prob(self, mean: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """``Σ_i log N(a_i; μ_i, σ_i²)`` written out (``torch.distributions.Normal`` costs ~70 µs a call here)."""
-        z = (action - mean) / self.log_std.exp()
-        return (-0.5 * z**2 - self.log_std - _HALF_LOG_2PI).sum(-1)
-
     @torch.no_grad()
     def act(self, obs, deterministic: bool = False) -> Act:
         x = self._flat(obs)
         mean = self.actor(x)  # (N, A)
         action = mean if deterministic else mean + self.log_std.exp() * torch.randn_like(mean)
-        return Act(action, self._log_prob(mean, action), self._value(x))
+        return Act(action, gaussian_log_prob(action, mean, self.log_std), self._value(x))
 
     def evaluate(self, batch: dict[str, torch.Tensor], entropy_grad: bool = True) -> Evaluation:
         x = self._flat(batch["obs"])
         mean = self.actor(x)
         entropy = (0.5 + _HALF_LOG_2PI + self.log_std).sum().expand(mean.shape[0])  # (B,) the same for every state
-        return Evaluation(self._log_prob(mean, batch["actions"]), entropy, self._value(x))
+        return Evaluation(gaussian_log_prob(batch["actions"], mean, self.log_std), entropy, self._value(x))
 
 
 def make_mlp_policy(observation_space: spaces.Space, action_space: spaces.Space, value: bool = True, **kwargs):

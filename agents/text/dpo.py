@@ -13,20 +13,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from agents.policies.lm import LMPolicy, sequence_batch, sequence_logprobs
 from agents.core.losses import DPO_LOSSES, dpo_loss
-from agents.core.run import Run, check_range
-from agents.text.supervised import finished, supervised_loop
+from agents.core.run import check_range
+from agents.policies.lm import LMPolicy, sequence_batch, sequence_logprobs
+from agents.text.supervised import (
+    SupervisedConfig,
+    finished,
+    start_run,
+    supervised_loop,
+)
 
 
 @dataclass
-class DPOConfig:
-    """Direct preference optimisation."""
+class DPOConfig(SupervisedConfig):
+    """Direct preference optimisation (and the optimisation fields of
+    :class:`agents.text.supervised.SupervisedConfig`)."""
 
+    data_kind: ClassVar[str] = "preference JSONL"
     model: str | None = None
     """Policy to start from (name or path); None: the built-in world's base LM."""
     ref_model: str | None = None
@@ -41,35 +49,17 @@ class DPOConfig:
     """``"sigmoid"`` (DPO) or ``"ipo"``."""
     label_smoothing: float = 0.0
     """Conservative DPO's label-flip probability ε (sigmoid loss only)."""
-    epochs: int = 1
-    """Passes over the pairs."""
-    batch_size: int = 32
-    """Pairs per step."""
-    lr: float = 3e-4
-    """AdamW learning rate (linear decay to 0)."""
-    max_length: int = 96
-    """Longest prompt + completion in tokens."""
-    seed: int = 0
-    """Seeds the pair subset and order."""
-    threads: int = 1
-    """torch threads."""
-    checkpoint_every: int = 100
-    """Steps between checkpoints."""
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "max_length", "threads", "checkpoint_every"):
-            check_range(name, getattr(self, name), 1, integer=True)
+        super().__post_init__()
         if self.max_pairs is not None:
             check_range("max_pairs", self.max_pairs, 1, integer=True)
         check_range("beta", self.beta, 0, low_open=True)
-        check_range("lr", self.lr, 0, low_open=True)
         check_range("label_smoothing", self.label_smoothing, 0, 0.49)
         if self.loss_type not in DPO_LOSSES:
             raise ValueError(f"loss_type={self.loss_type!r}; expected one of {DPO_LOSSES}")
         if self.label_smoothing and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing applies to loss_type='sigmoid' only")
-        if self.data is not None and not Path(self.data).is_file():
-            raise FileNotFoundError(f"data={self.data!r} is not a file (expected preference JSONL)")
 
 
 def _pairs(config: DPOConfig) -> list[tuple[str, str, str]]:
@@ -98,9 +88,7 @@ def train_dpo(config: DPOConfig, run_dir: str | Path, resume: bool = True, progr
 
     from textenv import world
 
-    torch.set_num_threads(config.threads)
-    run = Run(run_dir, config, ignore=("threads", "checkpoint_every"))
-    state = run.start(resume)
+    run, state = start_run(config, run_dir, resume)
     if finished(run, state):
         return run.path / "policy"
     pairs = _pairs(config)
@@ -130,6 +118,5 @@ def train_dpo(config: DPOConfig, run_dir: str | Path, resume: bool = True, progr
         return terms.loss, {"accuracy": float(terms.accuracy), "chosen_reward": float(terms.chosen_reward),
                             "rejected_reward": float(terms.rejected_reward), "margin": float(terms.margin)}
 
-    return supervised_loop(run, policy, len(pairs), config.batch_size, config.epochs, config.lr, config.seed, state,
-                           batch_loss, config.loss_type.upper() if config.loss_type == "ipo" else "DPO",
-                           config.checkpoint_every, progress)
+    return supervised_loop(run, policy, len(pairs), config, state, batch_loss,
+                           config.loss_type.upper() if config.loss_type == "ipo" else "DPO", progress)

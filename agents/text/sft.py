@@ -11,19 +11,24 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-import torch
-
-from agents.policies.lm import LMPolicy, sequence_batch
 from agents.core.losses import masked_mean
-from agents.core.run import Run, check_range
-from agents.text.supervised import finished, supervised_loop
+from agents.core.run import check_range
+from agents.policies.lm import LMPolicy, sequence_batch
+from agents.text.supervised import (
+    SupervisedConfig,
+    finished,
+    start_run,
+    supervised_loop,
+)
 
 
 @dataclass
-class SFTConfig:
-    """Supervised fine-tuning."""
+class SFTConfig(SupervisedConfig):
+    """Supervised fine-tuning (and the optimisation fields of :class:`agents.text.supervised.SupervisedConfig`)."""
 
+    data_kind: ClassVar[str] = "JSONL of prompt/completion records"
     model: str | None = None
     """Name or path of the causal LM to fine-tune; None: the built-in world's base LM."""
     data: str | None = None
@@ -33,26 +38,11 @@ class SFTConfig:
     mood: str = "positive"
     """Mood of the built-in demonstrations."""
     epochs: int = 2
-    """Passes over the data."""
-    batch_size: int = 32
-    """Demonstrations per step."""
-    lr: float = 3e-4
-    """AdamW learning rate (linear decay to 0)."""
-    max_length: int = 96
-    """Longest prompt + completion in tokens (completions are cut to fit)."""
-    seed: int = 0
-    """Seeds data order (and demonstrations)."""
-    threads: int = 1
-    """torch threads."""
-    checkpoint_every: int = 100
-    """Steps between checkpoints."""
+    """Passes over the demonstrations."""
 
     def __post_init__(self):
-        for name in ("num_demos", "epochs", "batch_size", "max_length", "threads", "checkpoint_every"):
-            check_range(name, getattr(self, name), 1, integer=True)
-        check_range("lr", self.lr, 0, low_open=True)
-        if self.data is not None and not Path(self.data).is_file():
-            raise FileNotFoundError(f"data={self.data!r} is not a file (expected JSONL of prompt/completion records)")
+        super().__post_init__()
+        check_range("num_demos", self.num_demos, 1, integer=True)
 
 
 def load_demonstrations(path: str | Path) -> list[dict[str, str]]:
@@ -78,9 +68,7 @@ def train_sft(config: SFTConfig, run_dir: str | Path, resume: bool = True, progr
     from textenv import world
     from textenv.world.demos import sample_demonstrations
 
-    torch.set_num_threads(config.threads)
-    run = Run(run_dir, config, ignore=("threads", "checkpoint_every"))
-    state = run.start(resume)
+    run, state = start_run(config, run_dir, resume)
     if finished(run, state):
         return run.path / "policy"
     records = load_demonstrations(config.data) if config.data else sample_demonstrations(config.num_demos, config.seed, config.mood)
@@ -91,5 +79,4 @@ def train_sft(config: SFTConfig, run_dir: str | Path, resume: bool = True, progr
                                [records[j]["completion"] for j in rows], add_eos=True, max_length=config.max_length)
         return -masked_mean(policy.evaluate(batch, with_values=False).logprob, batch["mask"]), {}
 
-    return supervised_loop(run, policy, len(records), config.batch_size, config.epochs, config.lr, config.seed, state,
-                           batch_loss, "SFT", config.checkpoint_every, progress)
+    return supervised_loop(run, policy, len(records), config, state, batch_loss, "SFT", progress)

@@ -1,27 +1,68 @@
-"""The loop SFT and DPO share: seeded epochs of minibatches, AdamW with linear decay, atomic checkpoints, resume."""
+"""What SFT and DPO share: their optimisation settings (:class:`SupervisedConfig`) and the loop (seeded epochs
+of minibatches, AdamW with linear decay, atomic checkpoints, resume)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from agents.core.run import Run
+from agents.core.run import Run, check_range
 
 
-def supervised_loop(run: Run, policy, n_items: int, batch_size: int, epochs: int, lr: float, seed: int,
-                    state: dict | None, batch_loss: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]],
-                    desc: str, checkpoint_every: int, progress: bool = True) -> Path:
-    """Minimise ``batch_loss(rows)`` over ``epochs`` seeded passes of ``n_items`` in batches; resumes from
+@dataclass
+class SupervisedConfig:
+    """The fields SFT and DPO share (their configs add the model and the data)."""
+
+    data_kind: ClassVar[str] = "JSONL"
+    """What ``data`` must hold (for the error when it is not a file)."""
+    epochs: int = 1
+    """Passes over the data."""
+    batch_size: int = 32
+    """Examples per step (demonstrations, or preference pairs)."""
+    lr: float = 3e-4
+    """AdamW learning rate (linear decay to 0)."""
+    max_length: int = 96
+    """Longest prompt + completion in tokens (completions are cut to fit)."""
+    seed: int = 0
+    """Seeds the data drawn (demonstrations, the pair subset) and its order."""
+    threads: int = 1
+    """torch threads."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints."""
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "max_length", "threads", "checkpoint_every"):
+            check_range(name, getattr(self, name), 1, integer=True)
+        check_range("lr", self.lr, 0, low_open=True)
+        data = getattr(self, "data", None)
+        if data is not None and not Path(data).is_file():
+            raise FileNotFoundError(f"data={data!r} is not a file (expected {self.data_kind})")
+
+
+def start_run(config: SupervisedConfig, run_dir: str | Path, resume: bool) -> tuple[Run, dict | None]:
+    """Set the threads and open the run (resume as :meth:`agents.core.run.Run.start` does)."""
+    torch.set_num_threads(config.threads)
+    run = Run(run_dir, config, ignore=("threads", "checkpoint_every"))
+    return run, run.start(resume)
+
+
+def supervised_loop(run: Run, policy, n_items: int, config: SupervisedConfig, state: dict | None,
+                    batch_loss: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]], desc: str,
+                    progress: bool = True) -> Path:
+    """Minimise ``batch_loss(rows)`` over ``config.epochs`` seeded passes of ``n_items`` in batches; resumes from
     ``state`` (what :meth:`agents.core.run.Run.load` returned); saves the policy in ``run.path / "policy"``.
 
     The caller loads its data and ``policy`` first: only here does a ``start(resume=False)`` run remove the old
     checkpoint (:meth:`agents.core.run.Run.begin`)."""
     from tqdm.auto import tqdm
 
+    batch_size, epochs, lr, seed = config.batch_size, config.epochs, config.lr, config.seed
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     steps_per_epoch = -(-n_items // batch_size)
     total = steps_per_epoch * epochs
@@ -52,7 +93,7 @@ def supervised_loop(run: Run, policy, n_items: int, batch_size: int, epochs: int
             run.log({"iteration": step, "loss": loss.item(), **metrics, "lr": scheduler.get_last_lr()[0], "time_s": elapsed})
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % checkpoint_every == 0 or step == total:
+            if step % config.checkpoint_every == 0 or step == total:
                 run.save(policy, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                   "step": step, "total": total, "elapsed": elapsed})
     finally:

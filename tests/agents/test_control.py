@@ -9,7 +9,14 @@ from gymnasium import spaces
 
 from agents import PGConfig, train_pg
 from agents.control import ControlPPOConfig, ReturnScaler, train_control_ppo
-from agents.policies.mlp import MLPGaussianPolicy, RunningNorm, make_mlp_policy
+from agents.core.run import from_safe, to_safe
+from agents.policies.mlp import (
+    MLPGaussianPolicy,
+    RunningNorm,
+    gaussian_log_prob,
+    gaussian_log_prob_of_noise,
+    make_mlp_policy,
+)
 
 
 def test_gaussian_log_prob_and_entropy_match_torch_distributions():
@@ -21,6 +28,17 @@ def test_gaussian_log_prob_and_entropy_match_torch_distributions():
     torch.testing.assert_close(out.entropy, dist.entropy().sum(-1))
     act = policy.act(obs.numpy())
     torch.testing.assert_close(act.logprob, policy.evaluate({"obs": obs, "actions": act.action}).logprob.detach())
+
+
+def test_gaussian_log_prob_is_normal_log_prob_summed_over_the_last_axis():
+    torch.manual_seed(0)
+    x, mean, log_std = torch.randn(5, 3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    ref = torch.distributions.Normal(mean, log_std.exp()).log_prob(x).sum(-1)  # (5, 3)
+    out = gaussian_log_prob(x, mean, log_std)
+    assert out.shape == (5, 3)
+    torch.testing.assert_close(out, ref)
+    eps = (x - mean) / log_std.exp()  # the noise of a reparameterised sample gives the same density
+    torch.testing.assert_close(gaussian_log_prob_of_noise(eps, log_std), ref)
 
 
 def test_running_norm_matches_numpy_over_batches():
@@ -44,6 +62,40 @@ def test_return_scaler_discounts_and_resets_at_episode_ends():
     scaler = ReturnScaler(num_envs=1, gamma=0.5)
     scaler(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([[False], [True], [False]]))
     assert scaler.ret.tolist() == [4.0]  # 1, then 0.5·1 + 2 = 2.5 (episode ends: reset), then 4
+
+
+def test_return_scaler_statistics_are_those_of_every_return_seen_plus_a_1e4_prior():
+    """The std after each step is that of all discounted returns so far (all envs) pooled with SB3's and
+    Gymnasium's prior: a pseudo-count of 1e-4 at mean 0, variance 1."""
+    gamma, rng = 0.5, np.random.default_rng(0)
+    rewards = torch.as_tensor(rng.normal(2.0, 3.0, (6, 2)))  # (T, N), float64
+    done = torch.as_tensor(rng.random((6, 2)) < 0.3)
+    scaled = ReturnScaler(num_envs=2, gamma=gamma)(rewards, done)
+    ret, seen = np.zeros(2), []
+    for t in range(6):
+        ret = gamma * ret + rewards[t].numpy()
+        seen += ret.tolist()
+        x, prior = np.array(seen), 1e-4
+        n = len(x) + prior
+        mean = x.sum() / n
+        var = (prior * (1.0 + mean**2) + ((x - mean) ** 2).sum()) / n
+        torch.testing.assert_close(scaled[t], rewards[t] / np.sqrt(var + 1e-8), rtol=1e-12, atol=0)
+        ret[done[t].numpy()] = 0.0
+
+
+def test_return_scaler_resumed_from_its_saved_state_continues_exactly(tmp_path):
+    rng = np.random.default_rng(1)
+    chunks = [(torch.as_tensor(rng.normal(0, 5, (8, 3)), dtype=torch.float32), torch.as_tensor(rng.random((8, 3)) < 0.1))
+              for _ in range(3)]
+    whole = ReturnScaler(num_envs=3, gamma=0.9)
+    expected = [whole(r, d) for r, d in chunks]
+    first = ReturnScaler(num_envs=3, gamma=0.9)
+    first(*chunks[0])
+    torch.save(to_safe({"scaler": first.state_dict()}), tmp_path / "state.pt")  # as agents.core.run.Run saves it
+    resumed = ReturnScaler(num_envs=3, gamma=0.9)
+    resumed.load_state_dict(from_safe(torch.load(tmp_path / "state.pt", weights_only=True))["scaler"])
+    for (r, d), want in zip(chunks[1:], expected[1:]):
+        assert torch.equal(resumed(r, d), want)
 
 
 def test_mlp_policies_refuse_what_they_cannot_handle():

@@ -19,13 +19,19 @@ def test_train_flags_come_from_the_config(tmp_path, capsys):
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
     assert "last iteration" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="group_size=1 is out of range for reinforce"):
+    with pytest.raises(SystemExit) as exit_:  # a refused value: one line naming the flag, exit status 2
         main(["train", "reinforce", "--env-id", "textenv/Bandit-v0", "--group-size", "1", "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "textenv: error: --group-size=1 is out of range for reinforce; expected >= 2"]
 
 
 @pytest.mark.slow
-def test_rlhf_quick_writes_the_run_directory(tmp_path):
+def test_rlhf_quick_writes_the_run_directory(tmp_path, capsys):
     main(["rlhf", "--quick", "--out", str(tmp_path), "--eval-prompts", "32"])
+    printed = capsys.readouterr().out
+    assert f"run directory: {tmp_path}" in printed and "world cache:" in printed
+    assert "[1/4] SFT: supervised fine-tuning" in printed and "done already" not in printed
     for name in ("report.md", "curves.png", "frontier.png", "samples.md", "summary.json", "sft/policy/config.json",
                  "preferences-train.jsonl", "rm/metrics.json", "ppo/metrics.csv", "ppo/policy/value_head.safetensors"):
         assert (tmp_path / name).exists(), name
@@ -35,9 +41,15 @@ def test_rlhf_quick_writes_the_run_directory(tmp_path):
     assert summary["stages"]["SFT"]["kl"] == pytest.approx(0.0, abs=1e-6)  # KL of the SFT model to itself
     report = (tmp_path / "report.md").read_text()
     assert "| PPO |" in report and "best-of" in report.lower()
+    assert "--quick: sizes too small for these figures to mean anything" in report and summary["smoke_test"]
+    assert "Best-of-1 is the SFT model itself" in report  # why best-of-1 and the SFT row differ
     mtime = (tmp_path / "sft" / "policy" / "model.safetensors").stat().st_mtime
     main(["rlhf", "--quick", "--out", str(tmp_path), "--eval-prompts", "32"])  # finished stages are not redone
     assert (tmp_path / "sft" / "policy" / "model.safetensors").stat().st_mtime == mtime
+    printed = capsys.readouterr().out
+    for i, (name, folder) in enumerate([("SFT", "sft"), ("preferences", "preferences-{train,eval}.jsonl"),
+                                        ("reward model", "rm"), ("PPO", "ppo")], 1):
+        assert f"[{i}/4] {name}: done already, skipped ({tmp_path / folder})" in printed
 
 
 @pytest.mark.slow

@@ -217,3 +217,15 @@ def test_a_missing_gl_backend_is_skipped_with_a_warning(tmp_path, monkeypatch, e
     monkeypatch.setattr(MujocoEnv, "render", no_gl)
     with pytest.warns(RuntimeWarning, match=f"cannot render InvertedPendulum-v5 here \\({type(error).__name__}"):
         assert record_gif(_Still(), "InvertedPendulum-v5", tmp_path / "episode.gif", max_steps=2, size=32) is None
+
+
+def test_make_env_adds_episode_statistics_and_action_clipping_and_nothing_else():
+    """Normalisation lives with the agent (the policy's RunningNorm, the trainer's ReturnScaler), not in the env."""
+    env = robotics.make_env("InvertedPendulum-v5")
+    assert isinstance(env, gym.wrappers.ClipAction) and isinstance(env.env, gym.wrappers.RecordEpisodeStatistics)
+    obs, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(obs, gym.make("InvertedPendulum-v5").reset(seed=3)[0])  # raw observations
+    env.step(np.array([5.0]))
+    assert env.unwrapped.data.ctrl[0] == 3.0  # clipped to the action bound
+    with pytest.raises(TypeError, match="normalize_obs"):  # no such option: it reaches gymnasium.make and fails
+        robotics.make_env("InvertedPendulum-v5", normalize_obs=True)

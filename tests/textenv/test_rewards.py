@@ -85,3 +85,30 @@ def test_proxy_rm_is_the_default_reward_and_gold_is_reported_not_added():
     no_gold = gym.make("textenv/Sentiment-v0", max_new_tokens=3, gold_reward=None)
     no_gold.reset(seed=0, options={"prompt": "the pasta was"})
     assert "reward_gold" not in _finish(no_gold, " great .")[1]
+
+
+def test_composite_running_statistics_saved_mid_stream_continue_exactly():
+    """``state_dict`` (count, mean, sum of squared deviations) through JSON: the copy normalises the next batch
+    as the original does, and both hold the mean and sample std of every score seen."""
+    import json
+
+    from textenv.rewards.composite import CompositeReward
+
+    def length(prompts, completions):
+        return [float(len(c)) for c in completions]
+
+    def vowels(prompts, completions):
+        return [float(sum(ch in "aeiou" for ch in c)) for c in completions]
+
+    batches = [["a", "bcd"], ["eeee", "xy", "aeiouz"], ["q" * 9, "ae"]]
+    original = CompositeReward({"length": length, "vowels": vowels}, normalize_then_sum=True)
+    for texts in batches[:2]:
+        original.vector(["p"] * len(texts), texts)
+    copy = CompositeReward({"length": length, "vowels": vowels}, normalize_then_sum=True)
+    copy.load_state_dict(json.loads(json.dumps(original.state_dict())))
+    texts = batches[2]
+    np.testing.assert_array_equal(copy.vector(["p"] * 2, texts), original.vector(["p"] * 2, texts))
+    seen = np.array([[len(c), sum(ch in "aeiou" for ch in c)] for b in batches for c in b], dtype=float)
+    assert copy.count == 7
+    np.testing.assert_allclose(copy.mean, seen.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(copy.std, seen.std(axis=0, ddof=1), rtol=1e-12)

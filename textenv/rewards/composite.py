@@ -17,7 +17,8 @@ weighted terms and ``info`` carries ``reward_positivity``, ``reward_fluency`` an
 With ``normalize_then_sum=True`` each term is standardised before weighting, ``(x - mean) / std``, so terms of
 different scales (a reward model's logits, a 0/1 rule) weigh what their weights say. The statistics are frozen
 by :meth:`CompositeReward.calibrate` on reference completions (recommended: e.g. samples of the base policy);
-until then they are running statistics of every score seen (Welford), which drift as the policy changes.
+until then they are running statistics of every score seen (Gymnasium's ``RunningMeanStd``, Chan et al.'s
+parallel update, started from no observations), which drift as the policy changes. The std is the sample std.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from gymnasium.wrappers.utils import RunningMeanStd
 
 from textenv.rewards.protocol import Reward, RewardFn
 
@@ -56,9 +58,7 @@ class CompositeReward:
         if not np.all(np.isfinite(self.weights)):
             raise ValueError(f"weights must be finite; got {dict(zip(self.names, self.weights.tolist()))}")
         self.normalize_then_sum = bool(normalize_then_sum)
-        self.count = 0
-        self.mean = np.zeros(len(self.names))
-        self.m2 = np.zeros(len(self.names))
+        self.stats = self._fresh_stats()
         self.frozen = False
         self.__name__ = "composite(" + ", ".join(self.names) + ")"
 
@@ -72,43 +72,56 @@ class CompositeReward:
         if not self.normalize_then_sum or scores.shape[0] == 0:
             return scores
         if not self.frozen:
-            self._update(scores)
+            self.stats.update(scores)
         return (scores - self.mean) / self.std
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, list[float]]:
         weighted = self.vector(prompts, completions) * self.weights  # (B, K)
         return {name: weighted[:, k].tolist() for k, name in enumerate(self.names)}
 
+    def _fresh_stats(self) -> RunningMeanStd:
+        # epsilon=0: no pseudo-observation, so the mean and variance are exactly those of the scores seen
+        return RunningMeanStd(epsilon=0.0, shape=(len(self.names),))
+
+    @property
+    def count(self) -> int:
+        """Scores seen by the statistics."""
+        return int(self.stats.count)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-term mean of the statistics."""
+        return self.stats.mean
+
+    @property
+    def m2(self) -> np.ndarray:
+        """Per-term sum of squared deviations from the mean."""
+        return self.stats.var * self.stats.count
+
     @property
     def std(self) -> np.ndarray:
-        """Per-term standard deviation of the statistics (1 where fewer than 2 scores or no spread)."""
+        """Per-term sample standard deviation of the statistics (1 where fewer than 2 scores or no spread)."""
         if self.count < 2:
             return np.ones(len(self.names))
-        std = np.sqrt(self.m2 / (self.count - 1))
+        std = np.sqrt(self.stats.var * self.count / (self.count - 1))
         return np.where(std > 1e-8, std, 1.0)
 
     def calibrate(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, tuple[float, float]]:
         """Fix the normalisation statistics to those of these completions; returns ``{name: (mean, std)}``."""
         if len(completions) < 2:
             raise ValueError(f"calibrate needs at least 2 completions to measure a spread; got {len(completions)}")
-        self.count, self.mean, self.m2 = 0, np.zeros(len(self.names)), np.zeros(len(self.names))
-        self._update(self.raw(prompts, completions))
+        self.stats = self._fresh_stats()
+        self.stats.update(self.raw(prompts, completions))
         self.frozen = True
         return {name: (float(m), float(s)) for name, m, s in zip(self.names, self.mean, self.std)}
-
-    def _update(self, scores: np.ndarray) -> None:
-        """Chan et al.'s parallel update of count, mean and sum of squared deviations with a batch (B, K)."""
-        n, batch_mean = scores.shape[0], scores.mean(axis=0)
-        batch_m2 = ((scores - batch_mean) ** 2).sum(axis=0)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + batch_m2 + delta**2 * self.count * n / total
-        self.count = total
 
     def state_dict(self) -> dict:
         return {"count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist(), "frozen": self.frozen}
 
     def load_state_dict(self, state: dict) -> None:
-        self.count, self.frozen = int(state["count"]), bool(state["frozen"])
-        self.mean, self.m2 = np.array(state["mean"], dtype=float), np.array(state["m2"], dtype=float)
+        self.stats = self._fresh_stats()
+        count, self.frozen = int(state["count"]), bool(state["frozen"])
+        if count:
+            self.stats.mean = np.array(state["mean"], dtype=float)
+            self.stats.var = np.array(state["m2"], dtype=float) / count
+            self.stats.count = count
