@@ -48,6 +48,31 @@ def test_bradley_terry_gradient_pushes_chosen_up_and_rejected_down():
     assert chosen.grad.item() == pytest.approx(-(1 - s)) and rejected.grad.item() == pytest.approx(1 - s)
 
 
+class _CharTokenizer:
+    """One token per character: enough for the lengths :func:`evaluate_reward_model` counts."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[0] * len(t) for t in texts]}
+
+
+def test_gold_spearman_gives_ties_their_average_rank_whatever_the_record_order():
+    """Guards against Spearman ranking tied gold values in order of appearance (99.6% of the built-in held-out
+    gold values are tied), which made it depend on the order of the records.
+
+    Scores a=4, b=1, c=3, d=2, e=0.5, f=2.5 rank 6, 2, 5, 3, 1, 4; gold a=c=f=1 and b=d=e=0 share ranks 5 and 2.
+    Centred: scores (2.5, -1.5, 1.5, -0.5, -2.5, 0.5), gold ±1.5, so r = 1.5 · 9 / √(17.5 · 13.5) = √(27/35)."""
+    from textenv.rm import PreferenceRecord
+
+    scores = {"a": 4.0, "b": 1.0, "c": 3.0, "d": 2.0, "e": 0.5, "f": 2.5}
+    records = [PreferenceRecord("p", ("a", "b"), ((0, 1),), gold=(1.0, 0.0)),
+               PreferenceRecord("q", ("c", "d"), ((0, 1),), gold=(1.0, 0.0)),
+               PreferenceRecord("r", ("e", "f"), ((1, 0),), gold=(0.0, 1.0))]
+    reward = lambda prompts, completions: [scores[c] for c in completions]  # noqa: E731
+    for order in (records, records[::-1], records[1:] + records[:1]):
+        metrics = evaluate_reward_model(reward, order, _CharTokenizer())
+        assert metrics["gold_spearman"] == pytest.approx(math.sqrt(27 / 35), abs=1e-12)
+
+
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     """120 training and 40 held-out records of the built-in preference data."""
