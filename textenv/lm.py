@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -38,6 +39,41 @@ def quiet_progress():
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def save_pretrained(obj, path: str | os.PathLike) -> Path:
+    """``obj.save_pretrained(path)`` (a model, a tokenizer, a policy) without transformers' "Writing model shards"
+    progress bars: our own saves are a detail of a larger step that has its own progress bar."""
+    with quiet_progress():
+        obj.save_pretrained(path)
+    return Path(path)
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left",
+              device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged token-id lists as one batch ``ids`` ``(B, T)``, ``T`` the longest, padded with ``pad_id`` on
+    ``side``, and its attention mask ``(B, T)`` (1 on tokens, 0 on padding), both ``torch.long``.
+
+    ``"left"`` puts every row's last token in the last column (prefill before generating; position ids are then
+    ``mask.cumsum(-1) - 1``); ``"right"`` puts every row's first token in the first column (teacher forcing).
+
+    >>> ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    >>> pad_batch([[5, 6, 7], [8]], pad_id=0, side="right")[0].tolist()
+    [[5, 6, 7], [8, 0, 0]]
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side={side!r} must be 'left' or 'right'")
+    B, T = len(sequences), max((len(s) for s in sequences), default=0)
+    ids = torch.full((B, T), pad_id, dtype=torch.long, device=device)  # (B, T)
+    mask = torch.zeros((B, T), dtype=torch.long, device=device)  # (B, T)
+    for i, seq in enumerate(sequences):
+        if len(seq):
+            where = slice(T - len(seq), T) if side == "left" else slice(0, len(seq))
+            ids[i, where] = torch.as_tensor(seq, dtype=torch.long)
+            mask[i, where] = 1
+    return ids, mask
 
 
 def load_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs):
@@ -120,12 +156,8 @@ class IncrementalLM:
             raise ValueError(f"reset_rows got rows {rows.tolist()}; expected distinct row indices in [0, {self.batch_size})")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("reset_rows got an empty prompt; every row needs at least one token")
-        P = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), P), self.pad_token_id, dtype=torch.long, device=self.device)
-        mask = torch.zeros((len(prompts), P), dtype=torch.long, device=self.device)
-        for i, p in enumerate(prompts):  # left-pad: the last column is every row's last prompt token
-            ids[i, P - len(p) :] = torch.as_tensor(p, dtype=torch.long)
-            mask[i, P - len(p) :] = 1
+        ids, mask = pad_batch(prompts, self.pad_token_id, "left", self.device)  # (R, P): last column = last prompt token
+        P = ids.shape[1]
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (R, P)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1

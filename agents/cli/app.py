@@ -102,10 +102,12 @@ def _preferences(args) -> None:
 
 
 def _train_rm(args) -> None:
+    from textenv import world
     from textenv.rm import RewardModelConfig, train_reward_model
 
     config = RewardModelConfig(
-        train_file=args.train, eval_file=args.eval, output_dir=args.out, base_model=args.base_model, epochs=args.epochs,
+        train_file=args.train, eval_file=args.eval, output_dir=args.out, base_model=args.base_model or str(world.lm_path()),
+        epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, center_coef=args.center_coef, seed=args.seed,
         checkpoint_every=args.checkpoint_every, threads=args.threads,
     )

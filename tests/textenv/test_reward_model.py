@@ -48,6 +48,23 @@ def test_bradley_terry_gradient_pushes_chosen_up_and_rejected_down():
     assert chosen.grad.item() == pytest.approx(-(1 - s)) and rejected.grad.item() == pytest.approx(1 - s)
 
 
+def test_reward_modelling_never_imports_the_world():
+    """Guards against the import circle rm -> world -> rm (the world builds its proxy with :mod:`textenv.rm`, so
+    :mod:`textenv.rm` must not reach back for the world's LM): the caller names the base model."""
+    import ast
+    from pathlib import Path
+
+    import textenv.rm
+
+    for path in sorted(Path(textenv.rm.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith(("textenv.world", "textenv.registration"))], f"{path.name}: {names}"
+    with pytest.raises(ValueError, match=r"base_model is None: .*base_model=str\(textenv.world.lm_path\(\)\)"):
+        train_reward_model(RewardModelConfig(train_file="unused.jsonl"), progress=False)
+
+
 class _CharTokenizer:
     """One token per character: enough for the lengths :func:`evaluate_reward_model` counts."""
 
@@ -85,9 +102,11 @@ def small_data(tmp_path_factory):
 
 
 def _config(small_data, out, **overrides):
+    from textenv import world
+
     train, held_out = small_data
     fields = dict(train_file=str(train), eval_file=str(held_out), output_dir=str(out), epochs=2, batch_size=16,
-                  checkpoint_every=3, lr=1e-3)
+                  checkpoint_every=3, lr=1e-3, base_model=str(world.lm_path(progress=False)))
     return RewardModelConfig(**{**fields, **overrides})
 
 
@@ -140,7 +159,7 @@ def test_resume_refuses_a_different_config(small_data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_reward_model(_config(small_data, tmp_path, checkpoint_every=1), progress=False)
     monkeypatch.undo()
-    with pytest.raises(ValueError, match=r"different config \(fields \['lr'\] differ\)"):
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.001 -> 0.002\); use a new run directory, or resume=False \(--no-resume\)"):
         train_reward_model(_config(small_data, tmp_path, checkpoint_every=1, lr=2e-3), progress=False)
 
 

@@ -7,7 +7,9 @@ Every test points ``TEXTENV_CACHE`` (or its target) at a tmp dir: the real cache
 
 import hashlib
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,6 +141,45 @@ def test_temporary_folders_of_killed_builds_are_deleted(tmp_path):
     (tmp_path / "world-abc.tmp-killed").mkdir()  # killed during a --force rebuild of a complete folder
     build_once(target, "manifest.json", fill)
     assert not (tmp_path / "world-abc.tmp-killed").exists() and fill.calls == 1
+
+
+@pytest.mark.parametrize("left", ["new-and-old", "old-only"])
+def test_a_build_killed_between_its_renames_puts_a_whole_folder_back(stage, left):
+    """Guards against a rebuild killed between the two renames of its swap (the old folder aside as ``.tmp-old``,
+    the new one not yet in place) being built again from scratch: the next call puts the new folder back (the old
+    one where the new did not survive), whole, without building."""
+    target, fill = stage
+    new = target.with_name(target.name + ".tmp-k1ll3d")
+    shutil.copytree(target, new)
+    (new / "prompts.jsonl").write_text('{"prompt": "the new room was", "split": "train"}\n')
+    cache.write_checksums(new)
+    os.replace(target, target.with_name(target.name + ".tmp-old"))
+    if left == "old-only":
+        shutil.rmtree(new)
+    assert build_once(target, "manifest.json", fill) == target and fill.calls == 1
+    assert check(target, full=True) is None
+    assert ("new room" in (target / "prompts.jsonl").read_text()) == (left == "new-and-old")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["world-abc", "world-abc.lock"]
+
+
+def test_a_forced_rebuild_interrupted_between_its_renames_keeps_the_old_folder(stage, monkeypatch):
+    """The same through the real swap: ``build_once(force=True)`` interrupted just before renaming its new folder
+    into place; the old folder, moved aside, is the cache again at the next call."""
+    target, fill = stage
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == target and Path(src) != target.with_name(target.name + ".tmp-old"):
+            raise KeyboardInterrupt(f"killed before renaming {src} -> {dst}")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        build_once(target, "manifest.json", fill, force=True)
+    monkeypatch.undo()
+    assert not target.exists() and fill.calls == 2
+    assert build_once(target, "manifest.json", fill) == target and fill.calls == 2
+    assert check(target, full=True) is None
 
 
 def test_temporary_folder_of_a_running_build_is_kept(stage):
