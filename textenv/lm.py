@@ -76,6 +76,45 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left
     return ids, mask
 
 
+def completion_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                     pad_id: int) -> dict[str, torch.Tensor]:
+    """Token ids of ``prompt + completion`` pairs as one teacher-forcing batch: ``input_ids``/``attention_mask``
+    ``(B, L)`` (right-padded), ``prompt_len`` ``(B,)``, ``actions`` ``(B, T)`` (the completion tokens,
+    left-aligned) and ``mask`` ``(B, T)`` (bool, True on completion tokens). What :func:`sequence_logprobs` reads.
+
+    >>> batch = completion_batch([[1, 2], [3]], [[4], [5, 6]], pad_id=0)
+    >>> batch["input_ids"].tolist(), batch["prompt_len"].tolist(), batch["actions"].tolist()
+    ([[1, 2, 4], [3, 5, 6]], [2, 1], [[4, 0], [5, 6]])
+    """
+    ids, attention = pad_batch([list(p) + list(c) for p, c in zip(prompts, completions)], pad_id, "right")  # (B, L)
+    actions, mask = pad_batch(completions, pad_id, "right")  # (B, T)
+    return {"input_ids": ids, "attention_mask": attention, "prompt_len": torch.tensor([len(p) for p in prompts]),
+            "actions": actions, "mask": mask.bool()}
+
+
+def at_completion(x: torch.Tensor, prompt_len: torch.Tensor, T: int) -> torch.Tensor:
+    """``x`` ``(B, L, D)`` (logits, hidden states) read where each completion token is predicted: position
+    ``prompt_len − 1 + t`` for ``t < T`` (clamped to the last column), ``(B, T, D)``."""
+    B, L, D = x.shape
+    positions = (prompt_len.view(-1, 1).to(x.device) - 1 + torch.arange(T, device=x.device)).clamp(max=L - 1)  # (B, T)
+    return x.gather(1, positions[..., None].expand(B, T, D))  # (B, T, D)
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B,)`` summed log-probability of each completion of ``batch`` (:func:`completion_batch`'s layout) under
+    ``model``, one teacher-forced forward, with gradients unless disabled.
+
+    ``model`` is a causal LM (anything called with ``input_ids``/``attention_mask`` that returns ``.logits``);
+    its ``temperature`` attribute, if it has one (an agents ``LMPolicy``), divides the logits, as when it samples.
+    """
+    ids, actions = batch["input_ids"], batch["actions"]
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits  # (B, L, V)
+    logits = at_completion(logits, batch["prompt_len"], actions.shape[1])  # (B, T, V)
+    logprobs = torch.log_softmax(logits.float() / getattr(model, "temperature", 1.0), -1)  # (B, T, V)
+    logprob = logprobs.gather(-1, actions.long().to(logprobs.device)[..., None]).squeeze(-1)  # (B, T)
+    return (logprob * batch["mask"].to(logprob.device)).sum(1)
+
+
 def load_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs):
     """``loader.from_pretrained(name_or_path)``, local files first; fails fast for a missing path, or for a hub
     id that is not cached while ``HF_HUB_OFFLINE`` is set, instead of waiting on hub retries."""

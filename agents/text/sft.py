@@ -18,6 +18,7 @@ from agents.policies.lm import LMPolicy, sequence_batch
 from agents.core.losses import masked_mean
 from agents.core.run import Run, check_range
 from agents.text.supervised import finished, supervised_loop
+from textenv.jsonl import read_jsonl
 
 
 @dataclass
@@ -58,15 +59,9 @@ class SFTConfig:
 def load_demonstrations(path: str | Path) -> list[dict[str, str]]:
     """``{"prompt", "completion"}`` records of a JSONL file; a bad line is reported as ``file:line``."""
     records = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not (isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str)):
-                raise KeyError
-        except (json.JSONDecodeError, KeyError, AttributeError) as error:
-            raise ValueError(f"{path}:{number}: expected {{\"prompt\": str, \"completion\": str}}, got {line[:80]!r}") from error
+    for where, record in read_jsonl(path, "demonstrations file"):
+        if not (isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str)):
+            raise ValueError(f"{where}: expected {{\"prompt\": str, \"completion\": str}}, got {json.dumps(record)[:80]!r}")
         records.append({"prompt": record["prompt"], "completion": record["completion"]})
     if not records:
         raise ValueError(f"{path} has no records")
