@@ -71,11 +71,9 @@ class LMPolicy(nn.Module):
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write the LM in Hugging Face format (loadable by ``AutoModelForCausalLM`` and as an env's ``model=``),
         its tokenizer, and the value head beside them."""
-        from textenv.lm import quiet_progress
+        from textenv.lm import save_pretrained
 
-        path = Path(path)
-        with quiet_progress():
-            self.model.save_pretrained(path)
+        path = save_pretrained(self.model, path)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
         if self.value_head is not None:

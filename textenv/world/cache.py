@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -44,8 +45,12 @@ class CacheError(RuntimeError):
     """A cached folder is damaged (or cannot be built) and could not be rebuilt here; the message says the way out."""
 
 
-def build_once(target: Path, marker: str, fill: Callable[[Path], None], force: bool = False) -> Path:
+def build_once(target: Path, marker: str, fill: Callable[[Path], None], force: bool = False,
+               announce: str | None = None) -> Path:
     """``target``, built by ``fill(tmp_dir)`` unless ``target / marker`` exists and passes :func:`check` (or ``force``).
+
+    ``announce``: one line printed to stderr, with where the result is cached, when a build really starts
+    (before its progress bars): what is built, why, and about how long it takes.
 
     A finished, undamaged ``target`` is returned without taking the lock. Otherwise the lock ``<target>.lock``
     is taken, temporary folders of killed builds are deleted, and ``target`` is (re)built with its checksums.
@@ -79,6 +84,8 @@ def build_once(target: Path, marker: str, fill: Callable[[Path], None], force: b
             if problem is None:
                 return target
             warnings.warn(f"the cached {target} is damaged ({problem}); rebuilding it", RuntimeWarning, stacklevel=2)
+        if announce:
+            print(f"{announce}; cached in {target}", file=sys.stderr, flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
             fill(tmp)
