@@ -284,3 +284,14 @@ def test_tiny_world_damaged_on_disk_is_rebuilt_or_reported(tiny_world, tmp_path,
     with pytest.warns(RuntimeWarning, match="lm/tokenizer.json is missing"):
         assert world.lm_path(TINY, progress=False) == copy / "lm"
     assert check(copy, full=True) is None and _sha(copy / "lm" / "tokenizer.json") == _sha(tiny_world / "lm" / "tokenizer.json")
+
+
+def test_a_build_is_announced_in_one_line_once(tmp_path, capsys):
+    """A one-time build says, before its progress bars, what it builds, why, about how long, and where it is
+    cached; reading the cache says nothing."""
+    fill = Fill()
+    target = tmp_path / "world-abc"
+    build_once(target, "manifest.json", fill, announce="textenv: building the thing: first use, cached afterwards")
+    assert capsys.readouterr().err == f"textenv: building the thing: first use, cached afterwards; cached in {target}\n"
+    build_once(target, "manifest.json", fill, announce="textenv: building the thing")
+    assert capsys.readouterr().err == "" and fill.calls == 1
