@@ -46,7 +46,7 @@ def main():
     # 2. the reward model: GPT2ForSequenceClassification on the base LM's trunk
     config = RewardModelConfig(
         train_file="runs/example_rm/train.jsonl", eval_file="runs/example_rm/eval.jsonl",
-        output_dir="runs/example_rm/model", epochs=3, batch_size=32, lr=1e-3,
+        output_dir="runs/example_rm/model", base_model=str(world.lm_path()), epochs=3, batch_size=32, lr=1e-3,
     )
     path = train_reward_model(config, gold=world.gold_sentiment)
 

@@ -55,6 +55,28 @@ def _minari():
     return minari
 
 
+def _package_version() -> str:
+    """The installed textenv distribution's version (read from its metadata: robotics never imports textenv)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("textenv")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+def _replace_folder(new: Path, target: Path, old: Path) -> None:
+    """``new`` in the place of ``target``, the old one kept as ``old`` between the two renames, then deleted.
+
+    The same two renames as :func:`textenv.checkpoint.replace_folder`, of which this is a copy because robotics
+    never imports textenv (the two packages stay independent of each other)."""
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def datasets_root() -> Path:
     """Where datasets live: ``$MINARI_DATASETS_PATH`` or Minari's default ``~/.minari/datasets``."""
     return Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets")
@@ -208,8 +230,6 @@ def write_dataset(dataset_id: str, episodes: Sequence[Episode], env_id: str, ref
     buffers = [EpisodeBuffer(id=k, seed=ep.seed, observations=ep.observations, actions=ep.actions,
                              rewards=list(ep.rewards), terminations=list(ep.terminations),
                              truncations=list(ep.truncations), infos={}) for k, ep in enumerate(episodes)]
-    from textenv import __version__
-
     try:
         with _minari_root(tmp_root), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Minari warns about the optional metadata we leave out
@@ -217,15 +237,11 @@ def write_dataset(dataset_id: str, episodes: Sequence[Episode], env_id: str, ref
                 dataset_id, buffers, env=env_id, algorithm_name=algorithm_name, author="textenv",
                 author_email="textenv@users.noreply.invalid", code_permalink="https://github.com/textenv/textenv",
                 ref_min_score=float(ref_min_score), ref_max_score=float(ref_max_score), description=description,
-                data_format="hdf5", requirements=[f"textenv=={__version__}"])
+                data_format="hdf5", requirements=[f"textenv=={_package_version()}"])
         made = tmp_root / dataset_id
         (made / "data" / "textenv.json").write_text(json.dumps(extra_metadata or {}, indent=2) + "\n")
         target.parent.mkdir(parents=True, exist_ok=True)
-        old = target.with_name(f".{target.name}.old")  # hidden: never listed as a dataset
-        if target.exists():
-            os.replace(target, old)
-        os.replace(made, target)
-        shutil.rmtree(old, ignore_errors=True)
+        _replace_folder(made, target, target.with_name(f".{target.name}.old"))  # hidden: never listed as a dataset
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return target

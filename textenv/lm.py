@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -38,6 +39,80 @@ def quiet_progress():
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def save_pretrained(obj, path: str | os.PathLike) -> Path:
+    """``obj.save_pretrained(path)`` (a model, a tokenizer, a policy) without transformers' "Writing model shards"
+    progress bars: our own saves are a detail of a larger step that has its own progress bar."""
+    with quiet_progress():
+        obj.save_pretrained(path)
+    return Path(path)
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left",
+              device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged token-id lists as one batch ``ids`` ``(B, T)``, ``T`` the longest, padded with ``pad_id`` on
+    ``side``, and its attention mask ``(B, T)`` (1 on tokens, 0 on padding), both ``torch.long``.
+
+    ``"left"`` puts every row's last token in the last column (prefill before generating; position ids are then
+    ``mask.cumsum(-1) - 1``); ``"right"`` puts every row's first token in the first column (teacher forcing).
+
+    >>> ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    >>> pad_batch([[5, 6, 7], [8]], pad_id=0, side="right")[0].tolist()
+    [[5, 6, 7], [8, 0, 0]]
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side={side!r} must be 'left' or 'right'")
+    B, T = len(sequences), max((len(s) for s in sequences), default=0)
+    ids = torch.full((B, T), pad_id, dtype=torch.long, device=device)  # (B, T)
+    mask = torch.zeros((B, T), dtype=torch.long, device=device)  # (B, T)
+    for i, seq in enumerate(sequences):
+        if len(seq):
+            where = slice(T - len(seq), T) if side == "left" else slice(0, len(seq))
+            ids[i, where] = torch.as_tensor(seq, dtype=torch.long)
+            mask[i, where] = 1
+    return ids, mask
+
+
+def completion_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                     pad_id: int) -> dict[str, torch.Tensor]:
+    """Token ids of ``prompt + completion`` pairs as one teacher-forcing batch: ``input_ids``/``attention_mask``
+    ``(B, L)`` (right-padded), ``prompt_len`` ``(B,)``, ``actions`` ``(B, T)`` (the completion tokens,
+    left-aligned) and ``mask`` ``(B, T)`` (bool, True on completion tokens). What :func:`sequence_logprobs` reads.
+
+    >>> batch = completion_batch([[1, 2], [3]], [[4], [5, 6]], pad_id=0)
+    >>> batch["input_ids"].tolist(), batch["prompt_len"].tolist(), batch["actions"].tolist()
+    ([[1, 2, 4], [3, 5, 6]], [2, 1], [[4, 0], [5, 6]])
+    """
+    ids, attention = pad_batch([list(p) + list(c) for p, c in zip(prompts, completions)], pad_id, "right")  # (B, L)
+    actions, mask = pad_batch(completions, pad_id, "right")  # (B, T)
+    return {"input_ids": ids, "attention_mask": attention, "prompt_len": torch.tensor([len(p) for p in prompts]),
+            "actions": actions, "mask": mask.bool()}
+
+
+def at_completion(x: torch.Tensor, prompt_len: torch.Tensor, T: int) -> torch.Tensor:
+    """``x`` ``(B, L, D)`` (logits, hidden states) read where each completion token is predicted: position
+    ``prompt_len − 1 + t`` for ``t < T`` (clamped to the last column), ``(B, T, D)``."""
+    B, L, D = x.shape
+    positions = (prompt_len.view(-1, 1).to(x.device) - 1 + torch.arange(T, device=x.device)).clamp(max=L - 1)  # (B, T)
+    return x.gather(1, positions[..., None].expand(B, T, D))  # (B, T, D)
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B,)`` summed log-probability of each completion of ``batch`` (:func:`completion_batch`'s layout) under
+    ``model``, one teacher-forced forward, with gradients unless disabled.
+
+    ``model`` is a causal LM (anything called with ``input_ids``/``attention_mask`` that returns ``.logits``);
+    its ``temperature`` attribute, if it has one (an agents ``LMPolicy``), divides the logits, as when it samples.
+    """
+    ids, actions = batch["input_ids"], batch["actions"]
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits  # (B, L, V)
+    logits = at_completion(logits, batch["prompt_len"], actions.shape[1])  # (B, T, V)
+    logprobs = torch.log_softmax(logits.float() / getattr(model, "temperature", 1.0), -1)  # (B, T, V)
+    logprob = logprobs.gather(-1, actions.long().to(logprobs.device)[..., None]).squeeze(-1)  # (B, T)
+    return (logprob * batch["mask"].to(logprob.device)).sum(1)
 
 
 def load_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs):
@@ -120,12 +195,8 @@ class IncrementalLM:
             raise ValueError(f"reset_rows got rows {rows.tolist()}; expected distinct row indices in [0, {self.batch_size})")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("reset_rows got an empty prompt; every row needs at least one token")
-        P = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), P), self.pad_token_id, dtype=torch.long, device=self.device)
-        mask = torch.zeros((len(prompts), P), dtype=torch.long, device=self.device)
-        for i, p in enumerate(prompts):  # left-pad: the last column is every row's last prompt token
-            ids[i, P - len(p) :] = torch.as_tensor(p, dtype=torch.long)
-            mask[i, P - len(p) :] = 1
+        ids, mask = pad_batch(prompts, self.pad_token_id, "left", self.device)  # (R, P): last column = last prompt token
+        P = ids.shape[1]
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (R, P)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1

@@ -15,6 +15,7 @@ import numpy as np
 from gymnasium import spaces
 from transformers import AutoConfig
 
+from textenv.jsonl import read_jsonl
 from textenv.lm import load_pretrained, context_length, load_tokenizer
 from textenv.rewards import Reward, as_reward
 
@@ -30,21 +31,12 @@ def load_prompts(prompts: Sequence[str] | str | os.PathLike, split: str | None =
         if path.suffix != ".jsonl" or not path.is_file():
             raise FileNotFoundError(f"prompts={str(prompts)!r}: expected a list of strings or an existing .jsonl file")
         loaded = []
-        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start}): {raw[:80]!r}") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                prompt = record["prompt"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(f"{path}:{number}: expected a JSON object with a \"prompt\" string, got {line[:80]!r}") from error
+        for where, record in read_jsonl(path, "prompts file"):
+            if not isinstance(record, dict) or "prompt" not in record:
+                raise ValueError(f"{where}: expected a JSON object with a \"prompt\" string, got {json.dumps(record)[:80]!r}")
             if split is None or record.get("split", split) == split:
-                _check_prompt(prompt, f"{path}:{number}")
-                loaded.append(prompt)
+                _check_prompt(record["prompt"], where)
+                loaded.append(record["prompt"])
         prompts = loaded
     elif not isinstance(prompts, Sequence):
         raise TypeError(f"prompts must be a list of strings or a .jsonl path, got {type(prompts).__name__}")

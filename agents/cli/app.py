@@ -9,6 +9,7 @@ traceback instead (:mod:`agents.cli.errors`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -126,9 +127,12 @@ def _preferences(args) -> None:
 
 
 def _train_rm(args) -> None:
+    from textenv import world
     from textenv.rm import RewardModelConfig, train_reward_model
 
     config = make_config(args, RewardModelConfig)
+    if config.base_model is None:  # the trainer takes no default; the command's is the built-in LM
+        config = dataclasses.replace(config, base_model=str(world.lm_path()))
     for name in ("train_file", "eval_file"):
         if getattr(config, name) is not None and not Path(getattr(config, name)).is_file():
             raise UsageError(f"{args.config_flags[name]} {getattr(config, name)}: no such file; make one with "

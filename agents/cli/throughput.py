@@ -26,7 +26,7 @@ from transformers import AutoModelForSequenceClassification
 
 from agents.policies.sampler import LMSampler
 from textenv import supply_policy_logprobs
-from textenv.lm import load_causal_lm, load_tokenizer
+from textenv.lm import load_causal_lm, load_tokenizer, pad_batch
 from textenv.rewards import HFRewardModel
 from textenv.task import load_prompts
 
@@ -55,14 +55,12 @@ def _env_pipeline(env, policy, T: int) -> None:
 
 @torch.inference_mode()
 def _generate_pipeline(policy, ref, reward, tokenizer, prompts: list[str], T: int) -> None:
-    tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    tokenizer.padding_side = "right"
+    prompt_ids, prompt_mask = pad_batch(tokenizer(prompts, add_special_tokens=False)["input_ids"], tokenizer.pad_token_id)
     out = policy.generate(
-        **batch, do_sample=True, top_k=0, max_new_tokens=T, min_new_tokens=T,
+        input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, top_k=0, max_new_tokens=T, min_new_tokens=T,
         suppress_tokens=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id,
     )  # (B, P + T)
-    mask = torch.cat([batch["attention_mask"], torch.ones(len(prompts), T, dtype=torch.long)], dim=1)
+    mask = torch.cat([prompt_mask, torch.ones(len(prompts), T, dtype=torch.long)], dim=1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = ref(input_ids=out, attention_mask=mask, position_ids=position_ids).logits[:, -T - 1 : -1]  # (B, T, V)
     torch.log_softmax(logits.float(), -1).gather(-1, out[:, -T:, None])
@@ -75,11 +73,7 @@ def _naive_pipeline(policy, ref, reward, tokenizer, prompts: list[str], T: int) 
     """A gym-style env that keeps no cache: every step re-reads the whole prefix, for policy and reference."""
     seqs = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     for _ in range(T):
-        L = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), L), tokenizer.pad_token_id)
-        mask = torch.zeros((len(seqs), L), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, L - len(s) :], mask[i, L - len(s) :] = torch.tensor(s), 1
+        ids, mask = pad_batch(seqs, tokenizer.pad_token_id)  # (B, L), left-padded
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=1).logits[:, -1]
         logits[:, tokenizer.eos_token_id] = -float("inf")

@@ -1,5 +1,9 @@
 """What every training run shares: its directory, metrics (CSV and TensorBoard), atomic checkpoints, resume.
 
+The checkpoint mechanics (atomic commit, recovery, the config check, the weights-only trainer state) are
+:class:`textenv.checkpoint.Checkpoints`, which the reward-model trainer uses too; this module adds the agents'
+side: ``config.json``, TensorBoard, RNG states and the policy.
+
 A run directory holds ``config.json``, ``metrics.csv`` (one row per iteration), ``tb/`` (TensorBoard event
 files), and ``checkpoint/``: the policy in Hugging Face format (or a ``policy.pt``), ``trainer_state.pt``
 (optimizer, iteration, RNG states, KL-controller state, metrics so far, package version), the config, and
@@ -18,7 +22,6 @@ and the last good checkpoint stays as it is.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -31,13 +34,13 @@ import numpy as np
 import torch
 
 from agents.core.update import TrainingDiverged
-from textenv.checkpoint import (  # noqa: F401  (CHECKPOINT, MARKER, STATE: names users import from here)
-    CHECKPOINT, MARKER, STATE, commit, first_nonfinite, folders, load_state, read_marker, recover, remove,
+from textenv.checkpoint import (  # noqa: F401  (CHECKPOINT, MARKER, STATE, to_safe, ...: names users import from here)
+    CHECKPOINT, MARKER, STATE, Checkpoints, atomic_write, commit, first_nonfinite, folders, from_safe, load_state,
+    read_marker, recover, remove, to_safe, write_csv,
 )
 
 FORMAT = 2
 """Checkpoint format: 2 = weights-only trainer state + completeness marker (1, earlier textenv: pickled state)."""
-_NDARRAY = "__ndarray__"
 
 
 def package_version() -> str:
@@ -83,44 +86,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(tuple(state["python"]))
 
 
-def to_safe(obj, where: str = "state"):
-    """``obj`` in a form ``torch.load(..., weights_only=True)`` reads back: numpy arrays become
-    ``{"__ndarray__": tensor}``, numpy scalars Python numbers; tensors, str, int, float, bool, None, dicts,
-    lists and tuples stay. Anything else raises ``TypeError`` naming where it is (it would need pickle).
-
-    >>> to_safe({"ret": np.array([1.5, 2.0]), "n": np.int64(3)})
-    {'ret': {'__ndarray__': tensor([1.5000, 2.0000], dtype=torch.float64)}, 'n': 3}
-    """
-    if isinstance(obj, (torch.Tensor, str, bool, int, float, type(None))):
-        return obj
-    if isinstance(obj, np.ndarray):
-        try:
-            return {_NDARRAY: torch.from_numpy(np.array(obj, copy=True))}
-        except TypeError as error:
-            raise TypeError(f"{where}: numpy array of dtype {obj.dtype} has no tensor equivalent; a trainer state "
-                            f"holds tensors, numbers, strings and plain containers only") from error
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: to_safe(v, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        items = [to_safe(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        return tuple(items) if type(obj) is tuple else items
-    raise TypeError(f"{where}: a {type(obj).__name__} cannot be stored in a trainer state (it would need pickle, "
-                    f"which runs code on load); store tensors, numbers, strings and plain containers")
-
-
-def from_safe(obj):
-    """Inverse of :func:`to_safe`: ``{"__ndarray__": tensor}`` back to the numpy array."""
-    if isinstance(obj, dict):
-        if len(obj) == 1 and _NDARRAY in obj:
-            return obj[_NDARRAY].numpy()
-        return {k: from_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(from_safe(v) for v in obj)
-    return obj
-
-
 class Run:
     """A run directory: metrics rows to CSV and TensorBoard, checkpoints, resume.
 
@@ -157,8 +122,7 @@ class Run:
         ``checkpoint.tmp``/``checkpoint.old``) and write ``config.json``. A no-op otherwise; :meth:`log` and
         :meth:`save` call it too."""
         if self._fresh:
-            for folder in folders(self.path):
-                remove(folder)
+            self.checkpoints.clear()
             self._write_config()
             self._fresh = False
 
@@ -170,7 +134,7 @@ class Run:
         """Append a metrics row (``iteration`` is the step axis) to memory, ``metrics.csv`` and TensorBoard."""
         self.begin()
         self.rows.append(row)
-        self._write_csv()
+        write_csv(self.path / "metrics.csv", self.rows)
         writer = self._writer()
         if writer is not None:
             step = int(row.get("iteration", len(self.rows)))
@@ -178,17 +142,6 @@ class Run:
                 if key != "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
                     writer.add_scalar(key, value, step)
             writer.flush()
-
-    def _write_csv(self) -> None:
-        keys: list[str] = []
-        for row in self.rows:
-            keys += [k for k in row if k not in keys]
-        tmp = self.path / "metrics.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path / "metrics.csv")
 
     def _writer(self):
         if self._tb is None:
@@ -206,15 +159,17 @@ class Run:
 
     # ---------------------------------------------------------------- checkpoints
     @property
+    def checkpoints(self) -> Checkpoints:
+        """The run folder's checkpoints, keyed by the config without the ``ignore`` fields."""
+        return Checkpoints(self.path, self._comparable(config_dict(self.config)), FORMAT)
+
+    @property
     def checkpoint_dir(self) -> Path:
         return self.path / CHECKPOINT
 
     def last_good(self) -> str:
         """One sentence naming the last whole checkpoint (for divergence messages)."""
-        manifest = read_marker(self.checkpoint_dir)
-        if manifest is None:
-            return f"No checkpoint has been written to {self.checkpoint_dir} yet."
-        return f"The last good checkpoint, {self.checkpoint_dir} ({manifest.get('progress')}), is untouched."
+        return self.checkpoints.last_good()
 
     def save(self, policy, state: dict[str, Any]) -> Path:
         """Write ``policy`` (``save_pretrained`` if it has one, else its ``state_dict``) and ``state`` atomically.
@@ -226,24 +181,17 @@ class Run:
         self.begin()
         progress = next((f"{k} {state[k]}" for k in ("iteration", "step") if k in state), "this point")
         weights = policy.state_dict() if hasattr(policy, "state_dict") else {}
-        bad = first_nonfinite(weights, "policy") or first_nonfinite(state, "trainer state")
-        if bad is not None:
-            lr = getattr(self.config, "lr", None)
-            hint = f" (lr={lr}: lower it)" if lr is not None else ""
-            raise TrainingDiverged(f"{bad} holds NaN/inf at {progress}: training diverged{hint}; this state was not "
-                                   f"checkpointed. {self.last_good()}")
-        full = to_safe({**state, "rows": self.rows, "rng": rng_state(), "version": package_version(), "format": FORMAT,
-                        "config": self._comparable(config_dict(self.config))})
-        tmp = folders(self.path)[0]
-        remove(tmp)
-        tmp.mkdir()
-        if hasattr(policy, "save_pretrained"):
-            policy.save_pretrained(tmp / "policy")
-        else:
-            torch.save(policy.state_dict(), tmp / "policy.pt")
-        torch.save(full, tmp / STATE)
-        (tmp / "config.json").write_text(json.dumps(config_dict(self.config), indent=2) + "\n")
-        return commit(self.path, {"format": FORMAT, "progress": progress})
+
+        def write(folder: Path) -> None:
+            if hasattr(policy, "save_pretrained"):
+                policy.save_pretrained(folder / "policy")
+            else:
+                torch.save(policy.state_dict(), folder / "policy.pt")
+            (folder / "config.json").write_text(json.dumps(config_dict(self.config), indent=2) + "\n")
+
+        return self.checkpoints.save(write, {**state, "rows": self.rows, "rng": rng_state()}, progress,
+                                     {"policy": weights, "trainer state": state}, TrainingDiverged,
+                                     getattr(self.config, "lr", None))
 
     def _comparable(self, config: dict) -> dict:
         return {k: v for k, v in config.items() if k not in self.ignore}
@@ -257,26 +205,12 @@ class Run:
         refused, never unpickled), and ``FileNotFoundError`` if the checkpoint folder is incomplete; each message
         names the file and the way out (``resume=False`` / ``--no-resume``, or deleting the folder).
         """
-        way_out = "start over with resume=False (--no-resume), or delete the folder"
-        target = recover(self.path)
-        if target is None:
-            target = self.checkpoint_dir
-            if not target.exists():
-                return None
-            if not (target / STATE).is_file():
-                raise FileNotFoundError(f"checkpoint {target} has no {STATE}; it is incomplete: {way_out}")
-        state = from_safe(load_state(target, FORMAT, way_out))
-        saved, now = state["config"], self._comparable(config_dict(self.config))
-        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        if diff:
-            changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
-            raise ValueError(
-                f"the checkpoint in {target} was written by a run with a different config ({changes}); use a new "
-                f"run directory, or resume=False to start over"
-            )
+        state = self.checkpoints.load()
+        if state is None:
+            return None
         set_rng_state(state["rng"])
         self.rows = list(state["rows"])
-        self._write_csv()
+        write_csv(self.path / "metrics.csv", self.rows)
         return state
 
     def policy_path(self) -> Path:

@@ -20,6 +20,7 @@ from torch import nn
 
 from agents.policies.base import Act, Evaluation
 from agents.policies.sampler import LMSampler
+from textenv.lm import at_completion, completion_batch, sequence_logprobs  # noqa: F401  (sequence_logprobs: re-exported)
 
 VALUE_HEAD = "value_head.safetensors"
 
@@ -70,11 +71,9 @@ class LMPolicy(nn.Module):
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write the LM in Hugging Face format (loadable by ``AutoModelForCausalLM`` and as an env's ``model=``),
         its tokenizer, and the value head beside them."""
-        from textenv.lm import quiet_progress
+        from textenv.lm import save_pretrained
 
-        path = Path(path)
-        with quiet_progress():
-            self.model.save_pretrained(path)
+        path = save_pretrained(self.model, path)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
         if self.value_head is not None:
@@ -106,6 +105,11 @@ class LMPolicy(nn.Module):
         self._sampler.lm.step(actions)
 
     # ---------------------------------------------------------------- learning (teacher forcing)
+    def forward(self, **kwargs):
+        """The LM's forward (``input_ids``, ``attention_mask``, ...): a policy scores sequences as its LM does
+        (:func:`textenv.lm.sequence_logprobs` reads ``.logits`` and divides them by :attr:`temperature`)."""
+        return self.model(**kwargs)
+
     def evaluate(self, batch: dict[str, torch.Tensor], with_values: bool = True, entropy_grad: bool = True) -> Evaluation:
         """Log-probs, entropies and values of the completion tokens, each ``(B, T)``.
 
@@ -115,19 +119,17 @@ class LMPolicy(nn.Module):
         entropy out of the autograd graph (an update without an entropy bonus needs it only as a statistic).
         """
         ids, mask, prompt_len, actions = batch["input_ids"], batch["attention_mask"], batch["prompt_len"], batch["actions"]
-        B, T = actions.shape
+        T = actions.shape[1]
         want_values = with_values and self.value_head is not None
         out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=want_values)
-        positions = (prompt_len.view(-1, 1) - 1 + torch.arange(T, device=ids.device)).clamp(max=ids.shape[1] - 1)  # (B, T)
-        logits = out.logits.gather(1, positions[..., None].expand(B, T, out.logits.shape[-1]))  # (B, T, V)
+        logits = at_completion(out.logits, prompt_len, T)  # (B, T, V)
         logprobs = torch.log_softmax(logits.float() / self.temperature, -1)  # (B, T, V)
         logprob = logprobs.gather(-1, actions.long()[..., None]).squeeze(-1)  # (B, T)
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(logprobs.exp() * logprobs).sum(-1)  # (B, T)
         value = None
         if want_values:
-            hidden = out.hidden_states[-1]  # (B, L, H), the trunk's last hidden state
-            hidden = hidden.gather(1, positions[..., None].expand(B, T, hidden.shape[-1]))  # (B, T, H)
+            hidden = at_completion(out.hidden_states[-1], prompt_len, T)  # (B, T, H), the trunk's last hidden state
             value = self.value_head(hidden.float()).squeeze(-1)  # (B, T)
         return Evaluation(logprob, entropy, value)
 
@@ -154,21 +156,5 @@ def sequence_batch(tokenizer, prompts: list[str], completions: list[str], add_eo
         if not c:
             raise ValueError(f"completion {i} ({completions[i]!r}) has no tokens (after truncation to max_length={max_length})")
         rows.append((p, c))
-    B, L, T = len(rows), max(len(p) + len(c) for p, c in rows), max(len(c) for _, c in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((B, L), pad, dtype=torch.long)
-    attention = torch.zeros((B, L), dtype=torch.long)
-    actions = torch.full((B, T), pad, dtype=torch.long)
-    mask = torch.zeros((B, T), dtype=torch.bool)
-    for i, (p, c) in enumerate(rows):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-        attention[i, : len(p) + len(c)] = 1
-        actions[i, : len(c)] = torch.tensor(c)
-        mask[i, : len(c)] = True
-    return {"input_ids": ids, "attention_mask": attention, "prompt_len": torch.tensor([len(p) for p, _ in rows]),
-            "actions": actions, "mask": mask}
-
-
-def sequence_logprobs(policy: LMPolicy, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``(B,)`` summed log-probability of each completion under ``policy`` (with gradients unless disabled)."""
-    return (policy.evaluate(batch, with_values=False).logprob * batch["mask"]).sum(1)
+    return completion_batch([p for p, _ in rows], [c for _, c in rows], pad)

@@ -22,6 +22,7 @@ from agents.text.supervised import (
     start_run,
     supervised_loop,
 )
+from textenv.jsonl import read_jsonl
 
 
 @dataclass
@@ -48,15 +49,9 @@ class SFTConfig(SupervisedConfig):
 def load_demonstrations(path: str | Path) -> list[dict[str, str]]:
     """``{"prompt", "completion"}`` records of a JSONL file; a bad line is reported as ``file:line``."""
     records = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not (isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str)):
-                raise KeyError
-        except (json.JSONDecodeError, KeyError, AttributeError) as error:
-            raise ValueError(f"{path}:{number}: expected {{\"prompt\": str, \"completion\": str}}, got {line[:80]!r}") from error
+    for where, record in read_jsonl(path, "demonstrations file"):
+        if not (isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str)):
+            raise ValueError(f"{where}: expected {{\"prompt\": str, \"completion\": str}}, got {json.dumps(record)[:80]!r}")
         records.append({"prompt": record["prompt"], "completion": record["completion"]})
     if not records:
         raise ValueError(f"{path} has no records")

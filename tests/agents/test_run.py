@@ -226,6 +226,40 @@ def test_a_save_killed_between_its_renames_resumes_bit_identically(tmp_path, mon
     assert not (cut / "checkpoint.tmp").exists() and not (cut / "checkpoint.old").exists()
 
 
+@pytest.mark.parametrize("newest", ["whole", "partial"])
+def test_shared_checkpoints_resume_from_the_newest_whole_folder_left_between_the_renames(tmp_path, monkeypatch, newest):
+    """:class:`textenv.checkpoint.Checkpoints` (what ``Run`` and the RM trainer share): a save killed between its
+    renames leaves the new checkpoint in ``checkpoint.tmp`` and the old one in ``checkpoint.old``; ``load`` takes
+    the new one, or the old one where the new one is not whole."""
+    from textenv.checkpoint import Checkpoints, MARKER
+
+    checkpoints = Checkpoints(tmp_path, {"lr": 0.1}, format=2)
+    write = lambda folder: (folder / "weights.bin").write_bytes(b"w" * 8)  # noqa: E731
+    checkpoints.save(write, {"step": 1}, "step 1", {"weight": {"w": torch.ones(2)}})
+    _kill_at_rename(monkeypatch, "checkpoint.tmp", 1)  # the second save's, after checkpoint -> checkpoint.old
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(write, {"step": 2}, "step 2", {"weight": {"w": torch.ones(2)}})
+    monkeypatch.undo()
+    assert not (tmp_path / "checkpoint").exists() and (tmp_path / "checkpoint.old" / MARKER).exists()
+    if newest == "partial":
+        (tmp_path / "checkpoint.tmp" / MARKER).unlink()
+    assert checkpoints.load()["step"] == (2 if newest == "whole" else 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.1 -> 0.2\)"):
+        Checkpoints(tmp_path, {"lr": 0.2}, format=2).load()
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    from textenv.checkpoint import atomic_write
+
+    path = tmp_path / "metrics.json"
+    path.write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_write(path) as f:
+        f.write("half of the new")
+        raise KeyboardInterrupt
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
 def test_a_partial_checkpoint_tmp_is_ignored(tmp_path):
     """A ``checkpoint.tmp`` without its completeness marker (killed while writing) is not taken."""
     _saved_run(tmp_path, iteration=3)
@@ -290,12 +324,13 @@ def test_a_reward_model_save_killed_between_its_renames_resumes_to_the_same_weig
     renames: the newest whole one (``checkpoint.tmp``) is resumed and the final weights equal an uninterrupted run's."""
     from safetensors.torch import load_file
 
+    from textenv import world
     from textenv.rm import RewardModelConfig, train_reward_model
     from textenv.rm import train as rm_train
 
     def config(out):
         return RewardModelConfig(train_file=str(rm_data), output_dir=str(out), epochs=1, batch_size=8,
-                                 checkpoint_every=2, lr=1e-3, threads=1)
+                                 checkpoint_every=2, lr=1e-3, threads=1, base_model=str(world.lm_path(progress=False)))
 
     straight = train_reward_model(config(tmp_path / "straight"), progress=False)
     seen = {"n": 0}

@@ -417,3 +417,22 @@ def test_an_env_id_that_is_an_import_path_is_refused(root):
     metadata.write_text(json.dumps(record))
     with pytest.raises(DatasetError, match=r"'some_module:Env-v0'.*data, never code"):
         load_dataset(ID)
+
+
+def test_robotics_never_imports_textenv_or_agents():
+    """Guards against ``robotics.datasets`` importing ``textenv`` for a version string (robotics and textenv never
+    import each other): the version comes from the installed distribution's metadata."""
+    import ast
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import robotics
+
+    for path in sorted(Path(robotics.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.split(".")[0] in ("textenv", "agents")], f"{path.name}: {names}"
+    from robotics.datasets import _package_version
+
+    assert _package_version() == version("textenv")

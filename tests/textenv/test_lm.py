@@ -87,3 +87,48 @@ def test_reset_rows_refuses_bad_row_indices(tiny):
         with pytest.raises(ValueError, match=r"distinct row indices in \[0, 2\)"):
             inc.reset_rows(rows, [[1]] * len(rows))
     assert inc.cache is None  # refused before any forward
+
+
+def test_pad_batch_by_hand():
+    """The one padding helper (IncrementalLM, the RM trainer, the judge, the world build, agents' batches)."""
+    from textenv.lm import pad_batch
+
+    ids, mask = pad_batch([[5, 6, 7], [8], []], pad_id=1)
+    assert ids.tolist() == [[5, 6, 7], [1, 1, 8], [1, 1, 1]] and mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=1, side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, 1, 1]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert ids.dtype == mask.dtype == torch.long
+    with pytest.raises(ValueError, match="side='middle' must be 'left' or 'right'"):
+        pad_batch([[1]], 0, side="middle")
+
+
+def test_sequence_logprobs_sums_each_completion_as_an_unpadded_forward_does(tiny):
+    """``textenv.lm.sequence_logprobs`` (the judge's and DPO's, re-exported by ``agents.policies.lm``): the summed
+    log-probability of each completion in a ragged right-padded batch equals the sum read from one unpadded
+    sequence at a time, by hand; a ``temperature`` attribute (an agents ``LMPolicy``) divides the logits."""
+    from agents.policies.lm import LMPolicy
+    from agents.policies.lm import sequence_logprobs as reexported
+    from textenv.lm import completion_batch, sequence_logprobs
+
+    assert reexported is sequence_logprobs
+    prompts, completions = [[5, 6, 7], [8]], [[9], [10, 11, 12]]
+    batch = completion_batch(prompts, completions, pad_id=0)
+    for model, temperature in ((tiny, 1.0), (LMPolicy(tiny, temperature=0.5), 0.5)):
+        expected = []
+        for p, c in zip(prompts, completions):
+            with torch.no_grad():
+                logits = tiny(torch.tensor([p + c])).logits[0] / temperature  # (L, V)
+            logp = torch.log_softmax(logits, -1)
+            expected.append(sum(logp[len(p) - 1 + t, token].item() for t, token in enumerate(c)))
+        with torch.no_grad():
+            assert sequence_logprobs(model, batch).tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_our_saves_show_no_shard_progress_bars(tiny, tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from textenv.lm import save_pretrained
+
+    assert save_pretrained(tiny, tmp_path / "m") == tmp_path / "m" and (tmp_path / "m" / "config.json").exists()
+    assert "Writing" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # switched back on afterwards

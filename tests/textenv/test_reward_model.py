@@ -48,6 +48,48 @@ def test_bradley_terry_gradient_pushes_chosen_up_and_rejected_down():
     assert chosen.grad.item() == pytest.approx(-(1 - s)) and rejected.grad.item() == pytest.approx(1 - s)
 
 
+def test_reward_modelling_never_imports_the_world():
+    """Guards against the import circle rm -> world -> rm (the world builds its proxy with :mod:`textenv.rm`, so
+    :mod:`textenv.rm` must not reach back for the world's LM): the caller names the base model."""
+    import ast
+    from pathlib import Path
+
+    import textenv.rm
+
+    for path in sorted(Path(textenv.rm.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith(("textenv.world", "textenv.registration"))], f"{path.name}: {names}"
+    with pytest.raises(ValueError, match=r"base_model is None: .*base_model=str\(textenv.world.lm_path\(\)\)"):
+        train_reward_model(RewardModelConfig(train_file="unused.jsonl"), progress=False)
+
+
+class _CharTokenizer:
+    """One token per character: enough for the lengths :func:`evaluate_reward_model` counts."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[0] * len(t) for t in texts]}
+
+
+def test_gold_spearman_gives_ties_their_average_rank_whatever_the_record_order():
+    """Guards against Spearman ranking tied gold values in order of appearance (99.6% of the built-in held-out
+    gold values are tied), which made it depend on the order of the records.
+
+    Scores a=4, b=1, c=3, d=2, e=0.5, f=2.5 rank 6, 2, 5, 3, 1, 4; gold a=c=f=1 and b=d=e=0 share ranks 5 and 2.
+    Centred: scores (2.5, -1.5, 1.5, -0.5, -2.5, 0.5), gold ±1.5, so r = 1.5 · 9 / √(17.5 · 13.5) = √(27/35)."""
+    from textenv.rm import PreferenceRecord
+
+    scores = {"a": 4.0, "b": 1.0, "c": 3.0, "d": 2.0, "e": 0.5, "f": 2.5}
+    records = [PreferenceRecord("p", ("a", "b"), ((0, 1),), gold=(1.0, 0.0)),
+               PreferenceRecord("q", ("c", "d"), ((0, 1),), gold=(1.0, 0.0)),
+               PreferenceRecord("r", ("e", "f"), ((1, 0),), gold=(0.0, 1.0))]
+    reward = lambda prompts, completions: [scores[c] for c in completions]  # noqa: E731
+    for order in (records, records[::-1], records[1:] + records[:1]):
+        metrics = evaluate_reward_model(reward, order, _CharTokenizer())
+        assert metrics["gold_spearman"] == pytest.approx(math.sqrt(27 / 35), abs=1e-12)
+
+
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     """120 training and 40 held-out records of the built-in preference data."""
@@ -60,9 +102,11 @@ def small_data(tmp_path_factory):
 
 
 def _config(small_data, out, **overrides):
+    from textenv import world
+
     train, held_out = small_data
     fields = dict(train_file=str(train), eval_file=str(held_out), output_dir=str(out), epochs=2, batch_size=16,
-                  checkpoint_every=3, lr=1e-3)
+                  checkpoint_every=3, lr=1e-3, base_model=str(world.lm_path(progress=False)))
     return RewardModelConfig(**{**fields, **overrides})
 
 
@@ -115,7 +159,7 @@ def test_resume_refuses_a_different_config(small_data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_reward_model(_config(small_data, tmp_path, checkpoint_every=1), progress=False)
     monkeypatch.undo()
-    with pytest.raises(ValueError, match=r"different config \(fields \['lr'\] differ\)"):
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.001 -> 0.002\); use a new run directory, or resume=False \(--no-resume\)"):
         train_reward_model(_config(small_data, tmp_path, checkpoint_every=1, lr=2e-3), progress=False)
 
 

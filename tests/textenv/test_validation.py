@@ -142,3 +142,30 @@ def test_bandit_rewards_and_actions_are_checked():
     with pytest.raises(ValueError, match=r"action 1.0 is outside Discrete\(2\)"):
         env.step(1.0)
     assert env.step(np.int64(0))[1] == 1.0
+
+
+def _readers():
+    from agents.text.sft import load_demonstrations
+    from textenv.rm import load_preferences
+    from textenv.task import load_prompts
+
+    good = {"prompts": '{"prompt": "the pasta was"}', "preferences": '{"prompt": "p", "chosen": "a", "rejected": "b"}',
+            "demonstrations": '{"prompt": "the pasta was", "completion": " great"}'}
+    return [(load_prompts, good["prompts"]), (load_preferences, good["preferences"]),
+            (load_demonstrations, good["demonstrations"])]
+
+
+@pytest.mark.parametrize("reader, good", _readers(), ids=["prompts", "preferences", "demonstrations"])
+@pytest.mark.parametrize("bad, message", [
+    (b'{"prompt": "caf\xe9"}', r"not valid UTF-8 \(invalid continuation byte at byte 15\)"),
+    (b'{"prompt": "the pasta was",', r"malformed JSON \(Expecting property name enclosed in double quotes at column 28\)"),
+], ids=["not-utf8", "not-json"])
+def test_every_jsonl_reader_names_file_and_line(tmp_path, reader, good, bad, message):
+    """Guards against the three JSONL readers (prompts, preference data, demonstrations) each decoding and
+    parsing on its own: a byte that is not UTF-8 raised a bare ``UnicodeDecodeError`` (no file, no line) from the
+    preference and demonstration readers. One reader (:func:`textenv.jsonl.read_jsonl`) names ``file:line``,
+    counting the blank line it skips."""
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(good.encode() + b"\n\n" + bad + b"\n")
+    with pytest.raises(ValueError, match=rf"{path}:3: {message}"):
+        reader(str(path))

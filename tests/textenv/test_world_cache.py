@@ -7,7 +7,9 @@ Every test points ``TEXTENV_CACHE`` (or its target) at a tmp dir: the real cache
 
 import hashlib
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,6 +143,45 @@ def test_temporary_folders_of_killed_builds_are_deleted(tmp_path):
     assert not (tmp_path / "world-abc.tmp-killed").exists() and fill.calls == 1
 
 
+@pytest.mark.parametrize("left", ["new-and-old", "old-only"])
+def test_a_build_killed_between_its_renames_puts_a_whole_folder_back(stage, left):
+    """Guards against a rebuild killed between the two renames of its swap (the old folder aside as ``.tmp-old``,
+    the new one not yet in place) being built again from scratch: the next call puts the new folder back (the old
+    one where the new did not survive), whole, without building."""
+    target, fill = stage
+    new = target.with_name(target.name + ".tmp-k1ll3d")
+    shutil.copytree(target, new)
+    (new / "prompts.jsonl").write_text('{"prompt": "the new room was", "split": "train"}\n')
+    cache.write_checksums(new)
+    os.replace(target, target.with_name(target.name + ".tmp-old"))
+    if left == "old-only":
+        shutil.rmtree(new)
+    assert build_once(target, "manifest.json", fill) == target and fill.calls == 1
+    assert check(target, full=True) is None
+    assert ("new room" in (target / "prompts.jsonl").read_text()) == (left == "new-and-old")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["world-abc", "world-abc.lock"]
+
+
+def test_a_forced_rebuild_interrupted_between_its_renames_keeps_the_old_folder(stage, monkeypatch):
+    """The same through the real swap: ``build_once(force=True)`` interrupted just before renaming its new folder
+    into place; the old folder, moved aside, is the cache again at the next call."""
+    target, fill = stage
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == target and Path(src) != target.with_name(target.name + ".tmp-old"):
+            raise KeyboardInterrupt(f"killed before renaming {src} -> {dst}")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        build_once(target, "manifest.json", fill, force=True)
+    monkeypatch.undo()
+    assert not target.exists() and fill.calls == 2
+    assert build_once(target, "manifest.json", fill) == target and fill.calls == 2
+    assert check(target, full=True) is None
+
+
 def test_temporary_folder_of_a_running_build_is_kept(stage):
     target, fill = stage
     live = target.parent / f"{target.name}.tmp-live"
@@ -243,3 +284,14 @@ def test_tiny_world_damaged_on_disk_is_rebuilt_or_reported(tiny_world, tmp_path,
     with pytest.warns(RuntimeWarning, match="lm/tokenizer.json is missing"):
         assert world.lm_path(TINY, progress=False) == copy / "lm"
     assert check(copy, full=True) is None and _sha(copy / "lm" / "tokenizer.json") == _sha(tiny_world / "lm" / "tokenizer.json")
+
+
+def test_a_build_is_announced_in_one_line_once(tmp_path, capsys):
+    """A one-time build says, before its progress bars, what it builds, why, about how long, and where it is
+    cached; reading the cache says nothing."""
+    fill = Fill()
+    target = tmp_path / "world-abc"
+    build_once(target, "manifest.json", fill, announce="textenv: building the thing: first use, cached afterwards")
+    assert capsys.readouterr().err == f"textenv: building the thing: first use, cached afterwards; cached in {target}\n"
+    build_once(target, "manifest.json", fill, announce="textenv: building the thing")
+    assert capsys.readouterr().err == "" and fill.calls == 1

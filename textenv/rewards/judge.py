@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from textenv.lm import completion_batch, sequence_logprobs
+
 RUBRIC_TEMPLATE = (
     "Read the response and judge it by this rule: a good response is positive, fluent and on topic.\n\n"
     "Prompt: {prompt}\nResponse: {prompt}{completion}\n\nDoes the response follow the rule? Answer:"
@@ -76,20 +78,12 @@ class _JudgeLM:
                 raise ValueError("a judge answer option is empty; options must be non-empty strings")
             rows.append((c[-(self.context - len(a)) :], a))  # keep the end of a context too long for the model
         out = np.empty(len(rows))
-        pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
-                T = max(len(c) + len(a) for c, a in chunk)
-                ids = torch.full((len(chunk), T), pad, dtype=torch.long)  # (N, T), right-padded
-                mask = torch.zeros_like(ids)
-                for i, (c, a) in enumerate(chunk):
-                    ids[i, : len(c) + len(a)] = torch.tensor(c + a)
-                    mask[i, : len(c) + len(a)] = 1
-                logp = torch.log_softmax(self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float(), -1)
-                for i, (c, a) in enumerate(chunk):
-                    positions = torch.arange(len(c) - 1, len(c) + len(a) - 1, device=logp.device)  # predict a from its left
-                    out[start + i] = logp[i, positions, torch.tensor(a, device=logp.device)].sum().item()
+                batch = completion_batch([c for c, _ in chunk], [a for _, a in chunk], self.tokenizer.pad_token_id)
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                out[start : start + len(chunk)] = sequence_logprobs(self.model, batch).cpu().numpy()  # (N,)
         return out
 
     def option_probs(self, contexts: Sequence[str], options: Sequence[str]) -> np.ndarray:

@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from textenv.checkpoint import atomic_write
+from textenv.jsonl import read_jsonl
+
 
 @dataclass(frozen=True)
 class PreferenceRecord:
@@ -113,20 +116,8 @@ def parse_record(obj, where: str = "record") -> PreferenceRecord:
 
 
 def load_preferences(path: str | os.PathLike) -> list[PreferenceRecord]:
-    """Read and validate a preference JSONL file (blank lines are skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"preference file {str(path)!r} does not exist")
-    records = []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg} at column {error.colno}): {line[:80]!r}") from None
-            records.append(parse_record(obj, f"{path}:{number}"))
+    """Read and validate a preference JSONL file (blank lines are skipped; errors name ``file:line``)."""
+    records = [parse_record(obj, where) for where, obj in read_jsonl(path, "preference file")]
     if not records:
         raise ValueError(f"preference file {str(path)!r} holds no records; expected JSON lines of pairs or rankings")
     return records
@@ -136,11 +127,9 @@ def write_preferences(path: str | os.PathLike, records: Iterable[PreferenceRecor
     """Write records as JSONL atomically (a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         for record in records:
             f.write(json.dumps(record.to_json()) + "\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -4,7 +4,7 @@
 |---|---|
 | ``accuracy`` | share of held-out pairs scored ``r(chosen) > r(rejected)`` (ties count ½) |
 | ``gold_accuracy`` | share of pairs with different gold scores that the model orders as gold does (ties ½) |
-| ``gold_pearson`` / ``gold_spearman`` | correlation of score and gold over the distinct completions |
+| ``gold_pearson`` / ``gold_spearman`` | correlation of score and gold over the distinct completions (Spearman: tied values share their average rank) |
 | ``ece`` | expected calibration error of ``P(a ≻ b) = σ(r_a − r_b)`` against the labels (both orders, 10 bins) |
 | ``length_pearson`` | correlation of score with completion length in tokens (``gold_length_pearson``: the same for gold) |
 | ``length_matched_accuracy`` | accuracy on pairs whose lengths differ by at most one token |
@@ -31,12 +31,23 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation (ties ranked in order of appearance)."""
+    """Spearman's rank correlation: Pearson's of the average ranks (tied values share the mean of their ranks).
+
+    >>> round(_spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([1.0, 1.0, 2.0, 2.0])), 4)  # ranks 1, 2.5, 2.5, 4 vs 1.5, 1.5, 3.5, 3.5
+    0.7071
+    """
     return _pearson(_ranks(x), _ranks(y))
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
-    return np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float)
+    """Average ranks from 1, ties sharing the mean of the ranks they span (``scipy.stats.rankdata``'s default).
+
+    >>> _ranks(np.array([0.5, 0.2, 0.5, 0.9, 0.5]))
+    array([3., 1., 3., 5., 3.])
+    """
+    values, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # 1-based rank of the last member of each distinct value
+    return (last - (counts - 1) / 2.0)[inverse.reshape(-1)]
 
 
 def calibration_bins(logits: np.ndarray, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

@@ -1,7 +1,8 @@
 """Bradley-Terry reward model training: the loss, its config, and a trainer that checkpoints and resumes.
 
 The model is a Hugging Face ``AutoModelForSequenceClassification`` with ``num_labels=1`` initialised from a
-causal LM's trunk (default: the built-in base LM) and scored at the last non-pad token of ``prompt + completion``,
+causal LM's trunk (``base_model``: the built-in world's LM is ``textenv.world.lm_path()``; this module never imports
+the world, which builds its proxy reward model with it) and scored at the last non-pad token of ``prompt + completion``,
 so the result is a standard checkpoint that TRL/OpenRLHF users load and that ``reward_model=PATH`` accepts.
 
 Loss (Bradley & Terry 1952; InstructGPT, Ouyang et al. 2022), over the ordered pairs of a batch::
@@ -16,7 +17,6 @@ pins the otherwise free offset of the scores near zero.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -30,16 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textenv.checkpoint import (
-    CHECKPOINT, STATE, commit, first_nonfinite, folders, load_state, read_marker, recover, remove,
-)
-from textenv.lm import quiet_progress
+from textenv.checkpoint import CHECKPOINT, WAY_OUT, Checkpoints, atomic_write, recover, remove, write_csv
+from textenv.lm import pad_batch, save_pretrained
 from textenv.rm.data import PreferenceRecord, load_preferences
 
-"""Written last into a checkpoint folder: ``{"format", "step", "files": {relative path: size in bytes}}``."""
 FORMAT = 2
 """2: ``trainer_state.pt`` loads with ``weights_only=True`` (1, earlier textenv: read with pickle, refused now)."""
-_WAY_OUT = "start over with resume=False (--no-resume), or delete the folder"
+_WAY_OUT = WAY_OUT
 
 
 @dataclass
@@ -91,7 +88,9 @@ class RewardModelConfig:
     output_dir: str = "runs/reward_model"
     """Where the final model (``save_pretrained``), ``metrics.json``, ``log.csv``, ``report.png`` and the checkpoint go."""
     base_model: str | None = None
-    """Causal LM (path or name) whose trunk initialises the reward model; None: the built-in base LM."""
+    """Causal LM (path or name) whose trunk initialises the reward model; required to train (the built-in base LM:
+    ``str(textenv.world.lm_path())``, the default of ``textenv train-rm``). None is kept for configs that only
+    describe a run (the field is resolved by the caller, never here)."""
     epochs: int = 2
     """Passes over the training records."""
     batch_size: int = 16
@@ -138,12 +137,6 @@ class RewardModelConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("output_dir", "threads", "checkpoint_every")}
 
 
-def _version() -> str:
-    from textenv import __version__
-
-    return __version__
-
-
 def _load_model(base: str, seed: int):
     """Sequence-classification model with a fresh one-score head on the causal LM's trunk; dropout off."""
     from transformers import AutoModelForSequenceClassification
@@ -181,12 +174,7 @@ def _encode(records: list[PreferenceRecord], tokenizer, max_length: int) -> list
 
 
 def _batch_loss(model, records, encoded, rows, pad_id, center_coef) -> BTLoss:
-    seqs = [seq for j in rows for seq in encoded[j]]
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)  # (N, T), right-padded
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    ids, mask = pad_batch([seq for j in rows for seq in encoded[j]], pad_id, "right")  # (N, T)
     scores = model(input_ids=ids, attention_mask=mask).logits[:, 0]  # (N,)
     chosen, rejected, margins, weights = [], [], [], []
     offset = 0
@@ -207,37 +195,22 @@ def _order(n: int, epoch: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def _checkpoints(out: Path, config: RewardModelConfig) -> Checkpoints:
+    return Checkpoints(out, config.resumable_fields(), FORMAT)
+
+
 def _save_checkpoint(out: Path, model, tokenizer, optimizer, scheduler, step: int, log: list[dict], config) -> None:
-    """Write ``out/checkpoint`` atomically: into a temporary folder, completeness marker last, then renamed over the
-    old one. Weights or optimizer moments holding NaN/inf raise ``FloatingPointError`` and write nothing."""
-    tmp, target, _ = folders(out)
-    bad = (first_nonfinite(model.state_dict(), "weight")
-           or first_nonfinite(optimizer.state_dict()["state"], "optimizer state"))
-    if bad is not None:
-        last = read_marker(target)
-        raise FloatingPointError(
-            f"reward model {bad} holds NaN/inf at step {step}: training diverged (lr={config.lr}: lower it); this "
-            f"state was not checkpointed. " + (f"The last good checkpoint, {target} (step {last.get('step')}), is "
-                                               f"untouched." if last else "No checkpoint has been written yet.")
-        )
-    remove(tmp)
-    with quiet_progress():
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save(
-        {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "log": log,
-            "config": config.resumable_fields(),
-            "version": _version(),
-            "format": FORMAT,
-        },
-        tmp / STATE,
-    )
-    commit(out, {"format": FORMAT, "step": step})
+    """Write ``out/checkpoint`` atomically (:meth:`textenv.checkpoint.Checkpoints.save`). Weights or optimizer
+    moments holding NaN/inf raise ``FloatingPointError`` and write nothing."""
+
+    def write(folder: Path) -> None:
+        save_pretrained(model, folder)
+        tokenizer.save_pretrained(folder)
+
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+             "torch_rng": torch.get_rng_state(), "log": log}
+    tensors = {"reward model weight": model.state_dict(), "optimizer state": optimizer.state_dict()["state"]}
+    _checkpoints(out, config).save(write, state, f"step {step}", tensors, FloatingPointError, config.lr, {"step": step})
 
 
 def train_reward_model(config: RewardModelConfig, resume: bool = True, progress: bool = True, gold=None) -> Path:
@@ -254,7 +227,11 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
 
     from textenv.lm import context_length
 
+    if config.base_model is None:
+        raise ValueError("RewardModelConfig.base_model is None: name the causal LM whose trunk starts the reward model "
+                         "(the built-in one: base_model=str(textenv.world.lm_path()))")
     out = Path(config.output_dir)
+    checkpoints = _checkpoints(out, config)
     if resume and recover(out) is None and (out / "metrics.json").exists() and not (out / CHECKPOINT).exists():
         return out
     threads = torch.get_num_threads()
@@ -263,24 +240,8 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
     try:
         records = load_preferences(config.train_file)
         eval_records = load_preferences(config.eval_file) if config.eval_file else None
-        base = config.base_model
-        if base is None:
-            from textenv import world
-
-            base = str(world.lm_path(progress=progress))
-        checkpoint = out / CHECKPOINT
-        state = None
-        if resume and checkpoint.exists():
-            state = load_state(checkpoint, FORMAT, _WAY_OUT)
-            if state["config"] != config.resumable_fields():
-                changed = sorted(k for k, v in config.resumable_fields().items() if state["config"].get(k) != v)
-                raise ValueError(
-                    f"{checkpoint} was written with a different config (fields {changed} differ); resume with the "
-                    f"same config, or pass resume=False (--no-resume) to start over"
-                )
-            model, tokenizer = _load_model(str(checkpoint), config.seed)
-        else:
-            model, tokenizer = _load_model(base, config.seed)
+        state = checkpoints.load() if resume else None
+        model, tokenizer = _load_model(str(checkpoints.dir) if state is not None else config.base_model, config.seed)
         max_length = config.max_length or context_length(model) or 512
         encoded = _encode(records, tokenizer, max_length)
         steps_per_epoch = math.ceil(len(records) / config.batch_size)
@@ -306,8 +267,7 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
             torch.set_rng_state(state["torch_rng"])
             step, log = state["step"], state["log"]
         else:  # data and base model loaded: only now is an old checkpoint removed (a failed start keeps it)
-            for folder in folders(out):
-                remove(folder)
+            checkpoints.clear()
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter() - (log[-1]["seconds"] if log else 0.0)
         model.train()
@@ -343,6 +303,7 @@ def train_reward_model(config: RewardModelConfig, resume: bool = True, progress:
 
 def _finish(out, model, tokenizer, config, records, eval_records, log, train_seconds, max_length, gold) -> None:
     """Evaluate, store normalisation statistics in the config, save the final model, the log and the report."""
+    from textenv import __version__
     from textenv.rewards.hf import NORMALIZATION_KEY, HFRewardModel
     from textenv.rm.evaluate import evaluate_reward_model, plot_report, public_metrics
 
@@ -354,10 +315,7 @@ def _finish(out, model, tokenizer, config, records, eval_records, log, train_sec
         "data": "held-out preference completions" if eval_records is not None else "training completions",
     }})
     plot_report(metrics, out / "report.png", [row["bt"] for row in log], title=f"reward model {out.name}")
-    with open(out / "log.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(log[0]))
-        writer.writeheader()
-        writer.writerows(log)
+    write_csv(out / "log.csv", log)
     summary = {
         "held_out": "eval_file" if eval_records is not None else "train_file (no eval_file given)",
         "train_records": len(records),
@@ -368,19 +326,17 @@ def _finish(out, model, tokenizer, config, records, eval_records, log, train_sec
         "final_train_loss": round(float(np.mean([r["bt"] for r in log[-20:]])), 4),
         **public_metrics(metrics),
         "config": dataclasses.asdict(config),
-        "version": _version(),
+        "version": __version__,
     }
     staging = out / "final.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    with quiet_progress():
-        model.save_pretrained(staging)
+    save_pretrained(model, staging)
     tokenizer.save_pretrained(staging)
     # Move the files into place with config.json last and metrics.json after it: until then the folder holds no
     # loadable model and the checkpoint is still there, so a crash here loses nothing.
     for file in sorted(staging.iterdir(), key=lambda f: f.name == "config.json"):
         os.replace(file, out / file.name)
     staging.rmdir()
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "metrics.json")
+    with atomic_write(out / "metrics.json") as f:
+        f.write(json.dumps(summary, indent=2) + "\n")
     remove(out / CHECKPOINT)

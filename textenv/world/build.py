@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from textenv.lm import pad_batch, save_pretrained
 from textenv.world import grammar
 from textenv.world.cache import build_once, torch_threads
 
@@ -95,7 +96,9 @@ def build(recipe: WorldRecipe = WorldRecipe(), force: bool = False, progress: bo
     Layout: ``lm/`` (tokenizer + GPT-2 LM, loadable with ``from_pretrained``), ``prompts.jsonl``,
     ``corpus.txt`` and ``manifest.json`` (recipe, sizes, timings, sample fluency).
     """
-    return build_once(world_dir(recipe), "manifest.json", lambda tmp: _build_into(tmp, recipe, progress), force)
+    announce = ("textenv: building the built-in world (review corpus, BPE tokenizer, base LM, prompts): first use, "
+                "cached afterwards; about 2 minutes on 2 idle CPU cores") if progress else None
+    return build_once(world_dir(recipe), "manifest.json", lambda tmp: _build_into(tmp, recipe, progress), force, announce)
 
 
 def _build_into(out: Path, recipe: WorldRecipe, progress: bool) -> None:
@@ -113,7 +116,7 @@ def _build_into(out: Path, recipe: WorldRecipe, progress: bool) -> None:
     with torch_threads(recipe.torch_threads):
         model, losses = train_lm(corpus, tokenizer, recipe, progress)
     lm_dir = out / "lm"
-    model.save_pretrained(lm_dir)
+    save_pretrained(model, lm_dir)
     tokenizer.save_pretrained(lm_dir)
 
     fluency = sample_fluency(model, tokenizer, prompts[-64:], seed=recipe.seed)
@@ -185,12 +188,7 @@ def train_lm(corpus: list[str], tokenizer, recipe: WorldRecipe, progress: bool =
     model.train()
     bar = tqdm(batches, desc="training built-in LM", disable=not progress, unit="step", mininterval=1.0)
     for step, rows in enumerate(bar):
-        batch = [encoded[i] for i in rows]
-        T = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), T), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
-        for i, ids in enumerate(batch):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-        mask = (input_ids != tokenizer.pad_token_id).long()
+        input_ids, mask = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id, "right")  # (B, T)
         logits = model(input_ids=input_ids, attention_mask=mask).logits  # (B, T, V)
         labels = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, T-1)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1))
@@ -229,11 +227,10 @@ def _length_bucketed_batches(lengths: list[int], batch_size: int, steps: int, se
 def sample_fluency(model, tokenizer, prompts: list[str], seed: int, max_new_tokens: int = 48) -> float:
     """Fraction of sampled completions (temperature 1) whose prompt + completion parses under the grammar."""
     torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    tokenizer.padding_side = "right"
+    ids, mask = pad_batch(tokenizer(prompts, add_special_tokens=False)["input_ids"], tokenizer.pad_token_id)  # (B, P)
     out = model.generate(
-        **batch, do_sample=True, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, top_k=0
+        input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id, top_k=0,
     )
-    completions = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    completions = tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
     return sum(grammar.fluency(p + c) for p, c in zip(prompts, completions)) / len(prompts)

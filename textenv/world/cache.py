@@ -11,7 +11,10 @@ accepted after a structural check (JSON files parse, ``.safetensors`` sizes matc
 has weights, a tokenizer its vocabulary), on every read; ``textenv build-world`` records its checksums once.
 
 Temporary folders ``<name>.tmp-*`` are made only by the holder of ``<name>.lock``, so one found by the holder
-of the lock belongs to a build that was killed: it is deleted.
+of the lock belongs to a build that was killed: it is deleted. A rebuild swaps the new folder in with
+:func:`textenv.checkpoint.replace_folder` (the old one aside as ``<name>.tmp-old`` between the two renames); a
+build killed between those renames leaves no ``<name>`` but whole temporary folders, and the next build puts
+the newest whole one (its marker and checksums in place) back instead of building again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +34,8 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
+
+from textenv.checkpoint import atomic_write, replace_folder
 
 CHECKSUMS = "checksums.json"
 """Name of the checksum manifest written into every finished folder."""
@@ -39,8 +45,12 @@ class CacheError(RuntimeError):
     """A cached folder is damaged (or cannot be built) and could not be rebuilt here; the message says the way out."""
 
 
-def build_once(target: Path, marker: str, fill: Callable[[Path], None], force: bool = False) -> Path:
+def build_once(target: Path, marker: str, fill: Callable[[Path], None], force: bool = False,
+               announce: str | None = None) -> Path:
     """``target``, built by ``fill(tmp_dir)`` unless ``target / marker`` exists and passes :func:`check` (or ``force``).
+
+    ``announce``: one line printed to stderr, with where the result is cached, when a build really starts
+    (before its progress bars): what is built, why, and about how long it takes.
 
     A finished, undamaged ``target`` is returned without taking the lock. Otherwise the lock ``<target>.lock``
     is taken, temporary folders of killed builds are deleted, and ``target`` is (re)built with its checksums.
@@ -67,23 +77,20 @@ def build_once(target: Path, marker: str, fill: Callable[[Path], None], force: b
             "set TEXTENV_CACHE to a writable folder, or build it there first with `textenv build-world`"
         ) from error
     try:
+        _adopt_whole(target, marker)
         _clean_stale(target)
         if not force and (target / marker).exists():
             problem = check(target)
             if problem is None:
                 return target
             warnings.warn(f"the cached {target} is damaged ({problem}); rebuilding it", RuntimeWarning, stacklevel=2)
+        if announce:
+            print(f"{announce}; cached in {target}", file=sys.stderr, flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
             fill(tmp)
             write_checksums(tmp)
-            if target.exists():  # moved aside first: a reader never sees a half-deleted folder
-                aside = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-old-", dir=target.parent))
-                os.replace(target, aside)
-                os.replace(tmp, target)
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
+            replace_folder(tmp, target, _aside(target))  # the old folder moved aside first: never seen half-deleted
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
@@ -126,9 +133,8 @@ def write_checksums(folder: Path) -> None:
     """Record the size and sha256 of every file of ``folder`` (nested stages excluded) in ``folder/checksums.json``."""
     files = {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
              for path in _stage_files(folder)}
-    tmp = folder / (CHECKSUMS + ".tmp")
-    tmp.write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, folder / CHECKSUMS)
+    with atomic_write(folder / CHECKSUMS) as f:
+        f.write(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
 
 
 def record_checksums(target: Path) -> bool:
@@ -222,6 +228,23 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _aside(target: Path) -> Path:
+    """Where the old ``target`` waits while a rebuild renames the new one into place."""
+    return target.with_name(target.name + ".tmp-old")
+
+
+def _adopt_whole(target: Path, marker: str) -> None:
+    """With the lock held and no ``target``: a build killed between the two renames of its swap left the new
+    folder and the old one whole; make the new one (else the old one) ``target`` again."""
+    if target.exists():
+        return
+    aside = _aside(target)
+    for folder in sorted(_stale(target), key=lambda f: f == aside):  # the new folder first, the old one last
+        if (folder / marker).exists() and (folder / CHECKSUMS).exists() and check(folder) is None:
+            os.replace(folder, target)
+            return
 
 
 def _stale(target: Path) -> list[Path]:
