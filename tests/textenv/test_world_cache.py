@@ -254,8 +254,11 @@ def test_build_world_cli_rebuilds_a_damaged_world(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(cache, "FileLock", ReadOnlyLock)
     (target / "lm" / "tokenizer.json").unlink()
-    with pytest.raises(SystemExit, match="damaged.*delete"):
+    with pytest.raises(SystemExit) as stop:  # a user error of the command: one line, status 2
         cli.main(["build-world"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("textenv: error: ") and err.count("\n") == 1
+    assert "damaged" in err and "delete" in err and "Traceback" not in err
 
 
 @pytest.fixture(scope="module")

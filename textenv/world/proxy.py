@@ -87,7 +87,7 @@ def build_proxy(world: WorldRecipe = WorldRecipe(), recipe: ProxyRecipe = ProxyR
     """Build the preference data and the proxy reward model unless cached; returns their directory."""
     world_path = build(world, progress=progress)
     announce = ("textenv: building the proxy reward model (preference data sampled from the base LM, then "
-                "Bradley-Terry training): first use, cached afterwards; about 2.5 minutes on 2 idle CPU cores") if progress else None
+                "Bradley-Terry training): first use, cached afterwards; about 4 minutes on 2 idle CPU cores") if progress else None
     return build_once(proxy_dir(world, recipe), "rm/metrics.json",
                       lambda tmp: _build_into(tmp, world_path, recipe, progress), force, announce)
 
