@@ -34,6 +34,7 @@ from agents.core.rollout import EpisodeBatch, StepBatch, collect_steps, run_epis
 from agents.core.update import TrainingDiverged
 from agents.policies import Act, Episodes, Evaluation, LMPolicy, LMSampler, MLPCategoricalPolicy, Policy
 from agents.policies import collect_episodes
+from agents.policies.lm import LoRASettings
 from agents.text.pg import PGConfig, train_pg
 from agents.text.ppo import PPOConfig, train_ppo
 
@@ -44,6 +45,7 @@ __all__ = [
     "Evaluation",
     "LMPolicy",
     "LMSampler",
+    "LoRASettings",
     "MLPCategoricalPolicy",
     "OnPolicyConfig",
     "PGConfig",

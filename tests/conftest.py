@@ -45,3 +45,40 @@ def base_lm(lm_dir):
     from textenv.lm import load_causal_lm
 
     return load_causal_lm(lm_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """The fetched SmolLM2-135M-Instruct folder (a real pretrained LM, :mod:`textenv.models`); the test is
+    skipped where it has not been fetched (CI fetches it before the tests)."""
+    from textenv import models
+
+    try:
+        return models.model_path("smollm2-135m-instruct")
+    except FileNotFoundError:
+        pytest.skip("SmolLM2-135M-Instruct not fetched; run `textenv models fetch smollm2-135m-instruct`")
+
+
+TINY_REVIEWS = [("the food was", " great and the staff were friendly .", " bad and the staff were rude ."),
+                ("the room was", " clean and quiet .", " dirty and loud ."),
+                ("our waiter was", " kind and quick .", " slow and rude ."),
+                ("the pasta was", " fresh .", " cold .")]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    """A 1-layer, 16-wide random GPT-2 with a byte-level BPE trained on a few reviews (``TINY_REVIEWS``), saved with
+    its tokenizer under a temporary folder: enough to test loops and loaders in seconds, no world, no hub."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from textenv.world.build import train_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-lm")
+    tokenizer = train_tokenizer([p + c for p, w, l in TINY_REVIEWS for c in (w, l)] * 4, vocab_size=300)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

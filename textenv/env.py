@@ -46,14 +46,14 @@ class TextGenerationEnv(gym.Env):
     ## Episode End
     | cause | ``-v1`` (``cap_flag="terminated"``) | ``-v0`` (``cap_flag="truncated"``) | ``info["capped"]`` |
     |---|---|---|---|
-    | EOS or a stop string | ``terminated`` | ``terminated`` | False |
+    | EOS, the chat template's end of turn, or a stop string | ``terminated`` | ``terminated`` | False |
     | ``max_new_tokens`` tokens generated (and no EOS/stop string on that step) | ``terminated`` | ``truncated`` | True |
 
     Never both flags; ``capped`` is reported on every episode's last step.
 
     ## Arguments
     See :class:`textenv.task.TextTask` (``model``, ``reward_model``, ``prompts``, ``max_new_tokens``,
-    ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``gold_reward``, ``cap_flag``) and ``render_mode``
+    ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``gold_reward``, ``cap_flag``, ``chat_template``) and ``render_mode``
     (``"ansi"`` or ``"human"``). Each is checked at construction.
 
     ## Info
@@ -115,7 +115,7 @@ class TextGenerationEnv(gym.Env):
         token = self.task.check_action(action)
         completion = self._completion + [token]  # nothing is written before the step has succeeded
 
-        terminated = token == self.task.eos_token_id
+        terminated = self.task.is_stop(token)
         capped = len(completion) >= self.task.max_new_tokens
         text = None
         if self.task.stop_strings or self.task.dense or terminated or capped:

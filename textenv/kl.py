@@ -26,6 +26,23 @@ Two modes, reported in ``info["kl_mode"]``:
   exact only for one-token episodes without advantage normalisation; on longer episodes the policy it
   converges to can differ from the KL-regularised optimum even when the reward is 0.
 
+When the reference runs, ``kl_timing`` (reported in ``info["kl_timing"]``):
+
+* ``"step"`` (default): one KV-cached forward of the reference per token, for all envs together; every step's
+  reward carries its own ``-β·KL_t``.
+* ``"end"``: nothing runs while the episode goes on; when it ends, the reference scores the whole completion in
+  one teacher-forced pass (batched over the envs that finish together), giving the same per-token values (to
+  float rounding, ~1e-6: the same model without the KV cache). Their sum is added to the **last** step's
+  reward; ``info`` there holds the per-token values, ``kl_tokens`` and ``reward_kl_tokens``, and
+  ``reward_kl`` (the sum added). Earlier steps carry ``reward_kl = 0``. At real model sizes a one-token
+  forward costs as much as reading all the weights, so the step mode's reference costs about as much as the
+  policy's whole decode; the end mode runs it once per episode (``benchmarks/README.md``). A black-box agent
+  (Stable-Baselines3) sees the KL as a terminal reward, which leaves the undiscounted return unchanged but
+  moves the penalty's credit to the last token when it discounts; :func:`agents.core.rollout.run_episodes`
+  puts the per-token values back on their tokens, so our agents learn exactly as with ``"step"``. The acting
+  policy's log-probs are still handed over before every step (they are kept until the episode ends). A
+  reference that gives a sampled token probability 0 is refused when the episode ends, after the env's step.
+
 The reference is scored at the policy's sampling temperature: ``kl_temperature=T`` divides the reference
 logits by ``T`` before the log-softmax (as TRL does), so a policy equal to the reference and sampled at ``T``
 has KL 0.
@@ -50,10 +67,11 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from textenv.lm import IncrementalLM, context_length, load_causal_lm
+from textenv.lm import IncrementalLM, at_completion, completion_batch, context_length, load_causal_lm
 
 ESTIMATORS = ("k1", "k2", "k3", "full")
 MODES = ("policy", "reference")
+TIMINGS = ("step", "end")
 
 
 def kl_estimate(
@@ -174,29 +192,46 @@ class KLController:
 
 
 class _ReferenceMixin:
-    """What the single and the vector KL wrapper share: loading the reference, checks, the per-token term."""
+    """What the single and the vector KL wrapper share: loading the reference, checks, the per-token terms."""
 
-    def _setup(self, task, kl_coef, estimator, mode, target, horizon, temperature, ref_model, device, batch_size):
+    def _setup(self, task, kl_coef, estimator, mode, target, horizon, temperature, ref_model, device, batch_size, timing):
         if estimator not in ESTIMATORS:
             raise ValueError(f"kl_estimator={estimator!r}; expected one of {ESTIMATORS}")
         if mode not in MODES:
             raise ValueError(f"kl_mode={mode!r}; expected one of {MODES}")
+        if timing not in TIMINGS:
+            raise ValueError(f"kl_timing={timing!r}; expected one of {TIMINGS} (when the reference scores the tokens)")
         if mode == "reference" and target is not None:
             raise ValueError("kl_target needs kl_mode='policy': in 'reference' mode the env cannot measure the KL")
         if not (_is_real(temperature) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"kl_temperature={temperature!r} must be a finite number > 0 (the policy's sampling temperature)")
         self.controller = KLController(kl_coef, target, horizon)
-        self.estimator, self.mode, self.temperature = estimator, mode, float(temperature)
-        model = load_causal_lm(ref_model or task.model_name, device) if not isinstance(ref_model, torch.nn.Module) else ref_model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        if model.config.vocab_size != task.vocab_size:
+        self.estimator, self.mode, self.timing, self.temperature = estimator, mode, timing, float(temperature)
+        if isinstance(ref_model, torch.nn.Module):
+            # used as passed, never changed: it may share its weights with the policy (a LoRA policy's base with
+            # the adapter off), so it is neither frozen nor switched to eval mode here; it runs without gradients
+            model = ref_model
+        else:
+            model = load_causal_lm(ref_model or task.model_name, device)
+            for p in model.parameters():
+                p.requires_grad_(False)
+        config = getattr(model, "config", None)
+        vocab = getattr(config.get_text_config() if hasattr(config, "get_text_config") else config, "vocab_size", None)
+        if vocab != task.vocab_size:
             raise ValueError(
-                f"reference model vocabulary {model.config.vocab_size} differs from the env's {task.vocab_size} "
+                f"reference model vocabulary {vocab} differs from the env's {task.vocab_size} "
                 f"({task.model_name}); the reference must share the policy's tokenizer"
             )
-        self.ref = IncrementalLM(model, batch_size, task.pad_token_id, max_positions=context_length(model))
+        self.ref_model = model
+        self.ref = IncrementalLM(model, batch_size, task.pad_token_id, max_positions=context_length(model)) if timing == "step" else None
+        self._vocab, self._pad = task.vocab_size, task.pad_token_id
         self._supplied: torch.Tensor | None = None
+        # kl_timing="end": each row's episode so far (prompt ids, tokens, β and the policy's log-probs at each token)
+        self._prompt_ids: list[list[int]] = [[] for _ in range(batch_size)]
+        self._tokens: list[list[int]] = [[] for _ in range(batch_size)]
+        self._betas: list[list[float]] = [[] for _ in range(batch_size)]
+        self._policy_lp: list[list[float]] = [[] for _ in range(batch_size)]
+        self._policy_full: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
 
     def supply_policy_logprobs(self, logprobs) -> None:
         """Hand over the acting policy's log-probs for the coming ``step``: of the chosen token(s), shape
@@ -204,17 +239,9 @@ class _ReferenceMixin:
         Through other wrappers, use :func:`textenv.supply_policy_logprobs`."""
         self._supplied = torch.as_tensor(logprobs, dtype=torch.float32).detach().cpu()
 
-    def _kl_terms(self, actions: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reward term added to the env reward, KL estimate) per row, each ``(B,)``; consumes the supply.
-        Rows not ``live`` (frozen) are not checked: the caller masks them."""
-        ref_logprobs = self.ref.next_logprobs.cpu()  # (B, V), log-softmax of the reference logits
-        if self.temperature != 1.0:  # log_softmax(logits / T) = log_softmax(log_softmax(logits) / T)
-            ref_logprobs = torch.log_softmax(ref_logprobs / self.temperature, dim=-1)  # (B, V)
-        ref_lp = ref_logprobs.gather(1, actions.view(-1, 1)).squeeze(1)  # (B,)
-        batch = len(actions)
-        if self.mode == "reference":
-            self._check_finite(ref_lp, live, actions, None, ref_logprobs)
-            return self.controller.value * ref_lp, torch.full((batch,), float("nan"))
+    def _take_supplied(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The supplied log-prob of each row's action ``(B,)`` and the whole log-softmax ``(B, V)`` (None when
+        only the chosen tokens' were supplied); consumes the supply."""
         supplied, self._supplied = self._supplied, None
         if supplied is None:
             raise RuntimeError(
@@ -222,24 +249,92 @@ class _ReferenceMixin:
                 "textenv.supply_policy_logprobs(env, logprobs) first, or make the env with kl_mode='reference' for "
                 "black-box agents (and give the agent an entropy bonus of kl_coef; see textenv.kl)"
             )
-        V = ref_logprobs.shape[-1]
+        batch, V = len(actions), self._vocab
         if supplied.shape in ((batch, V), (V,)):
             full = supplied.view(batch, V)  # (B, V)
-            policy_lp = full.gather(1, actions.view(-1, 1)).squeeze(1)  # (B,)
-        elif supplied.numel() == batch and self.estimator != "full":
-            full, policy_lp = None, supplied.view(batch)
-        else:
-            need = f"({V},)" if batch == 1 else f"({batch}, {V})"
-            raise ValueError(
-                f"supplied policy log-probs have shape {tuple(supplied.shape)}; expected {need} (the next-token "
-                f"log-softmax){'' if self.estimator == 'full' else ' or one log-prob per env'} for estimator {self.estimator!r}"
-            )
+            return full.gather(1, actions.view(-1, 1)).squeeze(1), full
+        if supplied.numel() == batch and self.estimator != "full":
+            return supplied.view(batch), None
+        need = f"({V},)" if batch == 1 else f"({batch}, {V})"
+        raise ValueError(
+            f"supplied policy log-probs have shape {tuple(supplied.shape)}; expected {need} (the next-token "
+            f"log-softmax){'' if self.estimator == 'full' else ' or one log-prob per env'} for estimator {self.estimator!r}"
+        )
+
+    def _kl_terms(self, actions: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``kl_timing="step"``: (reward term added to the env reward, KL estimate) per row, each ``(B,)``;
+        consumes the supply. Rows not ``live`` (frozen) are not checked: the caller masks them."""
+        ref_logprobs = self.ref.next_logprobs.cpu()  # (B, V), log-softmax of the reference logits
+        if self.temperature != 1.0:  # log_softmax(logits / T) = log_softmax(log_softmax(logits) / T)
+            ref_logprobs = torch.log_softmax(ref_logprobs / self.temperature, dim=-1)  # (B, V)
+        ref_lp = ref_logprobs.gather(1, actions.view(-1, 1)).squeeze(1)  # (B,)
+        if self.mode == "reference":
+            self._check_finite(ref_lp, live, actions, None, ref_logprobs)
+            return self.controller.value * ref_lp, torch.full((len(actions),), float("nan"))
+        policy_lp, full = self._take_supplied(actions)
         kl = kl_estimate(policy_lp, ref_lp, self.estimator, full, ref_logprobs)  # (B,)
         self._check_finite(kl, live, actions, full, ref_logprobs)
         return -self.controller.value * kl, kl
 
+    # ---------------------------------------------------------------- kl_timing="end"
+    def _start_rows(self, rows, prompt_ids: list[list[int]]) -> None:
+        """Rows that (re)start an episode with these prompts: forget what their previous episode recorded."""
+        for i, ids in zip(rows, prompt_ids):
+            self._prompt_ids[i] = list(ids)
+            self._tokens[i], self._betas[i], self._policy_lp[i], self._policy_full[i] = [], [], [], []
+
+    def _take_step(self, actions: torch.Tensor, live: torch.Tensor):
+        """``kl_timing="end"``, before the env's step: the checked supply (policy mode), ``(policy_lp, full)``."""
+        if self.mode == "reference":
+            return None, None
+        policy_lp, full = self._take_supplied(actions)
+        bad = (live & ~torch.isfinite(policy_lp)).nonzero().squeeze(1)
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"supplied policy log-prob of env {i} (token {int(actions[i])}) is {float(policy_lp[i])}; "
+                             f"expected a finite log-probability of the sampled token")
+        return policy_lp, full
+
+    def _record(self, rows, actions: torch.Tensor, policy_lp, full) -> None:
+        """``kl_timing="end"``, after the env's step: append each live row's token (and β, policy log-probs)."""
+        for i in rows:
+            self._tokens[i].append(int(actions[i]))
+            self._betas[i].append(self.controller.value)
+            if policy_lp is not None:
+                self._policy_lp[i].append(float(policy_lp[i]))
+            if full is not None and self.estimator == "full":  # (V,) per token: kept only where the estimator needs it
+                self._policy_full[i].append(full[i].clone())
+
+    def _score_ends(self, rows) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """``kl_timing="end"``: one teacher-forced reference pass over the finished ``rows``' prompts and
+        completions; per row, the reward term of each token ``(T,)`` and (policy mode) its KL estimate ``(T,)``."""
+        batch = completion_batch([self._prompt_ids[i] for i in rows], [self._tokens[i] for i in rows], self._pad)
+        device = next(self.ref_model.parameters()).device
+        with torch.inference_mode():
+            logits = self.ref_model(input_ids=batch["input_ids"].to(device),
+                                    attention_mask=batch["attention_mask"].to(device)).logits  # (R, L, V)
+            logits = at_completion(logits, batch["prompt_len"], batch["actions"].shape[1])  # (R, T, V)
+            ref_logprobs = torch.log_softmax(logits.float() / self.temperature, dim=-1).cpu()  # (R, T, V)
+        out = []
+        for j, i in enumerate(rows):
+            n = len(self._tokens[i])
+            tokens = torch.tensor(self._tokens[i])  # (n,)
+            ref_all = ref_logprobs[j, :n, : self._vocab]  # (n, V)
+            ref_lp = ref_all.gather(1, tokens.view(-1, 1)).squeeze(1)  # (n,)
+            betas = torch.tensor(self._betas[i], dtype=torch.float64)  # (n,)
+            if self.mode == "reference":
+                values, full, kl = ref_lp, None, None
+            else:
+                full = torch.stack(self._policy_full[i]) if self._policy_full[i] else None  # (n, V)
+                values = kl = kl_estimate(torch.tensor(self._policy_lp[i]), ref_lp, self.estimator, full, ref_all)
+            self._check_finite(values, torch.ones(n, dtype=torch.bool), tokens, full, ref_all,
+                               where=lambda t, i=i: f"env {i}, completion token {t},")
+            terms = (betas * values.double() * (1.0 if self.mode == "reference" else -1.0)).float()
+            out.append((terms.double().numpy(), None if kl is None else kl.double().numpy()))
+        return out
+
     @staticmethod
-    def _check_finite(values, live, actions, full, ref_logprobs) -> None:
+    def _check_finite(values, live, actions, full, ref_logprobs, where=lambda i: f"env {i}:") -> None:
         """Refuse a non-finite KL (or reference log-prob) of a live row, naming the row and the token."""
         bad = (live & ~torch.isfinite(values)).nonzero().squeeze(1)
         if not len(bad):
@@ -252,17 +347,18 @@ class _ReferenceMixin:
             token = int(actions[i])
         if token is not None and ref_logprobs[i, token] == -math.inf:
             raise ValueError(
-                f"env {i}: the reference gives token {token} probability 0 where the policy can take it, so "
+                f"{where(i)} the reference gives token {token} probability 0 where the policy can take it, so "
                 f"KL(π‖π_ref) = +inf; the reference must give some probability to every token the policy samples"
             )
-        raise ValueError(f"KL estimate of env {i} is {float(values[i])}; check the supplied policy log-probs (NaN or +inf?)")
+        raise ValueError(f"{where(i)} KL estimate is {float(values[i])}; check the supplied policy log-probs (NaN or +inf?)")
 
     def _info(self) -> dict[str, Any]:
-        return {"kl_mode": self.mode, "kl_estimator": self.estimator, "kl_coef": self.controller.value}
+        return {"kl_mode": self.mode, "kl_estimator": self.estimator, "kl_timing": self.timing, "kl_coef": self.controller.value}
 
 
 class KLShaping(_ReferenceMixin, gym.Wrapper):
-    """Adds ``-β·KL_t`` (``"policy"`` mode) or ``β·log π_ref`` (``"reference"`` mode) to every token's reward.
+    """Adds ``-β·KL_t`` (``"policy"`` mode) or ``β·log π_ref`` (``"reference"`` mode) to every token's reward
+    (``kl_timing="end"``: their sum to the last token's).
 
     Args:
         env: a :class:`textenv.env.TextGenerationEnv` (possibly wrapped).
@@ -273,35 +369,50 @@ class KLShaping(_ReferenceMixin, gym.Wrapper):
             :meth:`KLController.end_batch` (module docstring).
         kl_temperature: the policy's sampling temperature ``T``; the reference logits are divided by it
             (default 1.0; finite, > 0).
-        ref_model: name/path or model of the frozen reference; default: a fresh copy of the env's model.
-        device: where the reference model runs.
+        ref_model: name/path of the frozen reference (loaded, frozen), or a loaded module used as it is (run
+            without gradients, never frozen or switched to eval mode: e.g. ``LMPolicy.reference_model()``, a
+            LoRA policy's base with the adapter off); default: a fresh copy of the env's model.
+        device: where a loaded reference model runs.
+        kl_timing: ``"step"`` (a reference forward per token) or ``"end"`` (one teacher-forced pass when the
+            episode ends; module docstring).
 
-    ``info`` gains ``reward_kl`` (the term added), ``kl`` (policy mode), ``kl_mode``, ``kl_estimator``,
-    ``kl_coef`` on every step, and ``episode_kl`` (summed KL, policy mode) at the end.
+    ``info`` gains ``reward_kl`` (the term added), ``kl_mode``, ``kl_estimator``, ``kl_timing``, ``kl_coef`` on
+    every step, ``kl`` (policy mode, ``"step"`` timing) on every step, and ``episode_kl`` (summed KL, policy
+    mode) at the end; with ``"end"`` timing also ``reward_kl_tokens`` and ``kl_tokens`` (per token) at the end.
     """
 
     def __init__(self, env, kl_coef=0.05, kl_estimator="k1", kl_mode="policy", kl_target=None, kl_horizon=10_000,
-                 ref_model=None, device="cpu", kl_temperature=1.0):
+                 ref_model=None, device="cpu", kl_temperature=1.0, kl_timing="step"):
         gym.Wrapper.__init__(self, env)
-        self._setup(env.unwrapped.task, kl_coef, kl_estimator, kl_mode, kl_target, kl_horizon, kl_temperature, ref_model, device, 1)
+        self._setup(env.unwrapped.task, kl_coef, kl_estimator, kl_mode, kl_target, kl_horizon, kl_temperature, ref_model,
+                    device, 1, kl_timing)
         self._episode_kl = 0.0
 
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
-        self.ref.reset_rows([0], [self.env.unwrapped.prompt_token_ids()])
+        if self.timing == "step":
+            self.ref.reset_rows([0], [self.env.unwrapped.prompt_token_ids()])
+        else:
+            self._start_rows([0], [self.env.unwrapped.prompt_token_ids()])
         self._episode_kl, self._supplied = 0.0, None
         return obs, {**info, **self._info()}
 
     def step(self, action):
         token = self.env.unwrapped.task.check_action(action)
         supplied = self._supplied
-        term, kl = self._kl_terms(torch.tensor([token]), torch.tensor([True]))
+        if self.timing == "step":
+            term, kl = self._kl_terms(torch.tensor([token]), torch.tensor([True]))
+        else:
+            policy_lp, full = self._take_step(torch.tensor([token]), torch.tensor([True]))
         try:
             obs, reward, terminated, truncated, info = self.env.step(action)
         except BaseException:  # the env's step left no trace (e.g. a failing reward model): neither does this one
             self._supplied = supplied
             raise
-        info.update(self._info(), reward_kl=float(term[0]))
+        info.update(self._info())
+        if self.timing == "end":
+            return obs, reward + self._end_step(token, policy_lp, full, terminated or truncated, info), terminated, truncated, info
+        info["reward_kl"] = float(term[0])
         if self.mode == "policy":
             info["kl"] = float(kl[0])
             self._episode_kl += float(kl[0])
@@ -313,19 +424,33 @@ class KLShaping(_ReferenceMixin, gym.Wrapper):
             self.ref.step(torch.tensor([token]))
         return obs, reward + float(term[0]), terminated, truncated, info
 
+    def _end_step(self, token: int, policy_lp, full, done: bool, info: dict) -> float:
+        """``kl_timing="end"``: record the token; at the episode's end score it and fill ``info``; the term added."""
+        self._record([0], torch.tensor([token]), policy_lp, full)
+        if not done:
+            info["reward_kl"] = 0.0
+            return 0.0
+        (terms, kl), = self._score_ends([0])
+        info.update(reward_kl=float(terms.sum()), reward_kl_tokens=terms)
+        if kl is not None:
+            info.update(kl_tokens=kl, episode_kl=float(kl.sum()))
+            self.controller.observe(float(kl.sum()))
+        return float(terms.sum())
+
 
 class KLShapingVector(_ReferenceMixin, gym.vector.VectorWrapper):
     """:class:`KLShaping` for :class:`textenv.vector_env.TextGenerationVectorEnv`: the reference model steps
-    all N envs in one KV-cached forward per token and re-prefills only the envs that restart.
+    all N envs in one KV-cached forward per token and re-prefills only the envs that restart
+    (``kl_timing="end"``: one teacher-forced pass over the envs that finish in a step).
 
     Frozen envs (autoreset ``"disabled"``, after their episode ended) get no KL term and record no KL. With
     same-step autoreset the KL entries of an episode's last step are in ``info["final_info"]`` too."""
 
     def __init__(self, env, kl_coef=0.05, kl_estimator="k1", kl_mode="policy", kl_target=None, kl_horizon=10_000,
-                 ref_model=None, device="cpu", kl_temperature=1.0):
+                 ref_model=None, device="cpu", kl_temperature=1.0, kl_timing="step"):
         gym.vector.VectorWrapper.__init__(self, env)
         self._setup(env.unwrapped.task, kl_coef, kl_estimator, kl_mode, kl_target, kl_horizon, kl_temperature, ref_model,
-                    device, env.num_envs)
+                    device, env.num_envs, kl_timing)
         self._episode_kl = torch.zeros(env.num_envs, dtype=torch.float64)  # (N,)
 
     def reset(self, *, seed=None, options=None):
@@ -333,7 +458,11 @@ class KLShapingVector(_ReferenceMixin, gym.vector.VectorWrapper):
         mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
         rows = np.flatnonzero(mask).tolist()
         if rows:  # an all-False reset_mask restarts nothing
-            self.ref.reset_rows(rows, self.env.unwrapped.prompt_token_ids(rows))
+            prompts = self.env.unwrapped.prompt_token_ids(rows)
+            if self.timing == "step":
+                self.ref.reset_rows(rows, prompts)
+            else:
+                self._start_rows(rows, prompts)
         self._episode_kl[rows] = 0.0
         self._supplied = None
         return obs, info
@@ -342,9 +471,13 @@ class KLShapingVector(_ReferenceMixin, gym.vector.VectorWrapper):
         base = self.env.unwrapped
         live = ~base.done  # (N,) before the step
         tokens = base._check_actions(actions)  # (N,)
+        safe_tokens = tokens.clamp(0, base.task.vocab_size - 1)  # frozen rows' actions are not checked
         supplied = self._supplied
-        term, kl = self._kl_terms(tokens.clamp(0, base.task.vocab_size - 1), live)
-        term = torch.where(live, term, torch.zeros_like(term))
+        if self.timing == "step":
+            term, kl = self._kl_terms(safe_tokens, live)
+            term = torch.where(live, term, torch.zeros_like(term))
+        else:
+            policy_lp, full = self._take_step(safe_tokens, live)
         try:
             obs, rewards, terminated, truncated, infos = self.env.step(actions)
         except BaseException:  # the env's step left no trace (e.g. a failing reward model): neither does this one
@@ -353,17 +486,22 @@ class KLShapingVector(_ReferenceMixin, gym.vector.VectorWrapper):
         finished = torch.as_tensor(terminated | truncated)  # (N,)
         n = self.num_envs
         kl_info = {k: np.full(n, v, dtype=object if isinstance(v, str) else None) for k, v in self._info().items()}
-        kl_info["reward_kl"] = term.double().numpy()
         masks = {k: live for k in kl_info}
-        if self.mode == "policy":
-            kl = torch.where(live, kl, torch.zeros_like(kl)).double()
-            kl_info["kl"], masks["kl"] = kl.numpy(), live
-            self._episode_kl += kl
-            if finished.any():
-                kl_info["episode_kl"], masks["episode_kl"] = self._episode_kl.numpy().copy(), finished
-                for episode_kl in self._episode_kl[finished].tolist():
-                    self.controller.observe(episode_kl)
-                self._episode_kl[finished] = 0.0
+        if self.timing == "step":
+            kl_info["reward_kl"], masks["reward_kl"] = term.double().numpy(), live
+            if self.mode == "policy":
+                kl = torch.where(live, kl, torch.zeros_like(kl)).double()
+                kl_info["kl"], masks["kl"] = kl.numpy(), live
+                self._episode_kl += kl
+        else:
+            self._record(live.nonzero().squeeze(1).tolist(), safe_tokens, policy_lp, full)
+            term = self._end_terms(finished, kl_info, masks)
+            masks["reward_kl"] = live
+        if self.mode == "policy" and finished.any():
+            kl_info["episode_kl"], masks["episode_kl"] = self._episode_kl.numpy().copy(), finished
+            for episode_kl in self._episode_kl[finished].tolist():
+                self.controller.observe(episode_kl)
+            self._episode_kl[finished] = 0.0
         for k, value in kl_info.items():
             infos[k], infos[f"_{k}"] = value, masks[k].numpy().copy()
         if "final_info" in infos:  # same-step autoreset: the base env built it before the KL terms existed
@@ -371,11 +509,34 @@ class KLShapingVector(_ReferenceMixin, gym.vector.VectorWrapper):
             for k, value in kl_info.items():
                 final[k], final[f"_{k}"] = value.copy(), finished.numpy().copy()
         restarted = finished.nonzero().squeeze(1).tolist() if base.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP else []
-        if len(restarted) < n and not bool(base.done.all()):  # rows that go on advance; all frozen: nothing to do
-            self.ref.step(torch.where(live, tokens, torch.full_like(tokens, base.task.pad_token_id)))
-        if restarted:
-            self.ref.reset_rows(restarted, base.prompt_token_ids(restarted))
+        if self.timing == "step":
+            if len(restarted) < n and not bool(base.done.all()):  # rows that go on advance; all frozen: nothing to do
+                self.ref.step(torch.where(live, tokens, torch.full_like(tokens, base.task.pad_token_id)))
+            if restarted:
+                self.ref.reset_rows(restarted, base.prompt_token_ids(restarted))
+        elif restarted:
+            self._start_rows(restarted, base.prompt_token_ids(restarted))
         return obs, rewards + term.double().numpy(), terminated, truncated, infos
+
+    def _end_terms(self, finished: torch.Tensor, kl_info: dict, masks: dict) -> torch.Tensor:
+        """``kl_timing="end"``: score the episodes that ended in this step; fill the per-token infos; the terms
+        added to this step's rewards ``(N,)`` (each finished row's sum, 0 elsewhere)."""
+        n = self.num_envs
+        term = torch.zeros(n, dtype=torch.float64)
+        ended = finished.nonzero().squeeze(1).tolist()
+        if ended:
+            per_token, per_token_kl = np.full(n, None, dtype=object), np.full(n, None, dtype=object)
+            for i, (terms, kl) in zip(ended, self._score_ends(ended)):
+                term[i] = float(terms.sum())
+                per_token[i] = terms
+                if kl is not None:
+                    per_token_kl[i] = kl
+                    self._episode_kl[i] = float(kl.sum())
+            kl_info["reward_kl_tokens"], masks["reward_kl_tokens"] = per_token, finished
+            if self.mode == "policy":
+                kl_info["kl_tokens"], masks["kl_tokens"] = per_token_kl, finished
+        kl_info["reward_kl"] = term.numpy()
+        return term
 
 
 def _kl_wrapper(env):

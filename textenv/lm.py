@@ -2,7 +2,9 @@
 
 Every model in textenv loads through ``from_pretrained(name_or_path)``: the built-in world's LM is a directory
 like any other, and a user with network access may pass ``"gpt2"``. A path that does not exist fails at once
-(no hub retries); a hub id fails at once too when ``HF_HUB_OFFLINE=1``.
+(no hub retries); a hub id fails at once too when ``HF_HUB_OFFLINE=1``. A PEFT (LoRA) adapter folder (no
+``config.json``; ``adapter_config.json`` names its base) is accepted wherever a model is: its tokenizer is its own
+or its base's, its config is its base's, and :func:`load_causal_lm` merges it into its base.
 
 :class:`IncrementalLM` keeps a batch of ragged sequences in one ``DynamicCache`` so that every new token costs
 one forward of shape ``(B, 1)``, whatever the length so far, and rows can restart with new prompts at any step
@@ -12,13 +14,14 @@ one forward of shape ``(B, 1)``, whatever the length so far, and rows can restar
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 
@@ -126,7 +129,7 @@ def load_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs
         if _looks_like_path(name):
             raise FileNotFoundError(
                 f"cannot load {what} from {name!r}: no such model directory (expected a folder written by "
-                f"save_pretrained, with config.json and weights)"
+                f"save_pretrained, with config.json and weights, or a PEFT adapter folder with adapter_config.json)"
             ) from local_error
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise FileNotFoundError(
@@ -136,9 +139,61 @@ def load_pretrained(loader, name_or_path: str | os.PathLike, what: str, **kwargs
     return loader.from_pretrained(name, **kwargs)
 
 
+# ------------------------------------------------------------------------------------------- PEFT adapter folders
+ADAPTER_CONFIG = "adapter_config.json"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def adapter_base(name_or_path: str | os.PathLike) -> str | None:
+    """``base_model_name_or_path`` of a PEFT (LoRA) adapter folder, or None when ``name_or_path`` is not one.
+
+    An adapter folder holds ``adapter_config.json`` and the adapter weights but no ``config.json`` (what
+    ``PeftModel.save_pretrained`` writes, and what :meth:`agents.policies.lm.LMPolicy.save_pretrained` writes for a
+    LoRA policy). Reading this needs no ``peft``.
+    """
+    folder = Path(name_or_path)
+    if not (folder / ADAPTER_CONFIG).is_file() or (folder / "config.json").is_file():
+        return None
+    try:
+        base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{folder / ADAPTER_CONFIG} is not a JSON object; is the adapter folder damaged?") from error
+    if not isinstance(base, str) or not base:
+        raise ValueError(
+            f"{folder / ADAPTER_CONFIG} names no base_model_name_or_path; a PEFT adapter folder loads on the base "
+            f"model it names there"
+        )
+    return base
+
+
+def require_peft(name: str | os.PathLike):
+    """The ``peft`` module, or an ``ImportError`` saying that ``name`` (an adapter folder, or LoRA) needs it."""
+    try:
+        import peft
+    except ImportError as error:
+        raise ImportError(
+            f"{str(name)!r} needs the `peft` package (LoRA adapters), which is not installed; `pip install peft` "
+            f"(or textenv's dev extra)"
+        ) from error
+    return peft
+
+
+def load_config(name_or_path: str | os.PathLike, what: str = "model config"):
+    """``AutoConfig.from_pretrained``; for a PEFT adapter folder, its base model's config."""
+    base = adapter_base(name_or_path)
+    return load_pretrained(AutoConfig, name_or_path if base is None else base, what)
+
+
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained`` with a pad token guaranteed (EOS is used when the tokenizer has none)."""
-    tokenizer = load_pretrained(AutoTokenizer, name_or_path, "tokenizer")
+    """``AutoTokenizer.from_pretrained`` with a pad token guaranteed (EOS is used when the tokenizer has none).
+
+    A PEFT adapter folder supplies its own tokenizer when it holds tokenizer files, else its base model's.
+    """
+    base = adapter_base(name_or_path)
+    source = name_or_path
+    if base is not None and not any((Path(name_or_path) / f).is_file() for f in _TOKENIZER_FILES):
+        source = base
+    tokenizer = load_pretrained(AutoTokenizer, source, "tokenizer")
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer of {str(name_or_path)!r} has no EOS token; a text env needs one to end episodes")
     if tokenizer.pad_token_id is None:
@@ -147,9 +202,27 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
 
 
 def load_causal_lm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> PreTrainedModel:
-    """``AutoModelForCausalLM.from_pretrained`` in eval mode on ``device``."""
-    model = load_pretrained(AutoModelForCausalLM, name_or_path, "causal LM")
+    """``AutoModelForCausalLM.from_pretrained`` in eval mode on ``device``.
+
+    A PEFT (LoRA) adapter folder loads as its base (itself loaded by this function, so it may be an adapter
+    folder too) with the adapter **merged** into the weights: a plain ``PreTrainedModel``, as fast as the base and
+    stepped by :class:`IncrementalLM` like any other (an env's reference model, a sampler's LM). Its outputs equal
+    the unmerged base + adapter's up to float rounding. Needs ``peft`` (an ``ImportError`` says so otherwise).
+    """
+    base = adapter_base(name_or_path)
+    if base is None:
+        model = load_pretrained(AutoModelForCausalLM, name_or_path, "causal LM")
+    else:
+        model = load_adapter(load_causal_lm(base), name_or_path).merge_and_unload()
     return model.to(device).eval()
+
+
+def load_adapter(model: PreTrainedModel, adapter_path: str | os.PathLike, is_trainable: bool = False):
+    """``peft.PeftModel.from_pretrained(model, adapter_path)``: the adapter folder's weights on ``model`` (its
+    base), unmerged; ``is_trainable`` keeps the adapter's weights trainable (continuing a LoRA run)."""
+    peft = require_peft(adapter_path)
+    with quiet_progress():
+        return peft.PeftModel.from_pretrained(model, str(adapter_path), is_trainable=is_trainable)
 
 
 def context_length(model_or_config) -> int | None:

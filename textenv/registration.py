@@ -7,9 +7,10 @@
 | ``textenv/Bandit-v0`` | the two-action A/B bandit | A: +1, B: −1 |
 
 Keyword arguments of ``gymnasium.make`` / ``make_vec`` for the text ids: ``model``, ``reward_model``,
-``gold_reward`` (default: gold sentiment; None to skip), ``prompts``, ``max_new_tokens``, ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``kl_coef`` (0 = no
+``gold_reward`` (default: gold sentiment; None to skip), ``prompts``, ``max_new_tokens``, ``max_prompt_tokens``, ``stop_strings``, ``dense``, ``chat_template``, ``kl_coef`` (0 = no
 KL shaping, and no reference model is loaded), ``kl_estimator``, ``kl_mode``, ``kl_target``, ``kl_horizon``,
-``kl_temperature``, ``ref_model``, ``device``; ``render_mode`` (single env) and ``autoreset_mode`` (vector env).
+``kl_temperature``, ``kl_timing`` (``"step"`` or ``"end"``: see :mod:`textenv.kl`), ``ref_model`` (a name, a
+path or a loaded module), ``device``; ``render_mode`` (single env) and ``autoreset_mode`` (vector env).
 Every value is checked at ``make`` (a bad one raises naming it and the allowed range).
 """
 
@@ -21,11 +22,11 @@ import gymnasium as gym
 import numpy as np
 
 from textenv.env import TextGenerationEnv
-from textenv.kl import ESTIMATORS, MODES, KLShaping, KLShapingVector
+from textenv.kl import ESTIMATORS, MODES, TIMINGS, KLShaping, KLShapingVector
 from textenv.task import TextTask, load_prompts
 from textenv.vector_env import TextGenerationVectorEnv
 
-_KL_ARGS = ("kl_estimator", "kl_mode", "kl_target", "kl_horizon", "kl_temperature", "ref_model", "device")
+_KL_ARGS = ("kl_estimator", "kl_mode", "kl_target", "kl_horizon", "kl_temperature", "kl_timing", "ref_model", "device")
 
 
 _DEFAULT = object()
@@ -54,6 +55,8 @@ def _split_kl(kwargs: dict) -> tuple[float, dict]:
         raise ValueError(f"kl_estimator={kl['kl_estimator']!r}; expected one of {ESTIMATORS}")
     if kl.get("kl_mode", MODES[0]) not in MODES:
         raise ValueError(f"kl_mode={kl['kl_mode']!r}; expected one of {MODES}")
+    if kl.get("kl_timing", TIMINGS[0]) not in TIMINGS:
+        raise ValueError(f"kl_timing={kl['kl_timing']!r}; expected one of {TIMINGS}")
     if kl.get("kl_target") is not None and not kl_coef > 0:
         raise ValueError("kl_target (adaptive β) needs an initial kl_coef > 0")
     return kl_coef, kl

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 from gymnasium import spaces
-from transformers import AutoConfig
 
 from textenv.jsonl import read_jsonl
-from textenv.lm import load_pretrained, context_length, load_tokenizer
+from textenv.lm import context_length, load_config, load_tokenizer
 from textenv.rewards import Reward, as_reward
 
 
@@ -74,7 +73,8 @@ class TextTask:
     allowed range instead of at some later ``reset`` or ``step``.
 
     Args:
-        model: name or path of the causal LM whose tokenizer and vocabulary define the env.
+        model: name or path of the causal LM whose tokenizer and vocabulary define the env (a PEFT adapter folder
+            too: its tokenizer, or its base's, and its base's config).
         reward_model: path of a HF sequence-classification model, a callable or a reward object.
         prompts: list of prompts or a ``.jsonl`` path; each must fit in ``max_prompt_tokens`` tokens.
         max_new_tokens: token cap of a completion (an integer >= 1, less than the model's context).
@@ -88,6 +88,11 @@ class TextTask:
         cap_flag: the flag set by the step that reaches ``max_new_tokens``: ``"terminated"`` (default,
             ``textenv/Sentiment-v1``: the completion's length is in the observation, so the cap ends the MDP and
             nothing may be bootstrapped past it) or ``"truncated"`` (``textenv/Sentiment-v0``'s behaviour).
+        chat_template: render each prompt as a user turn of the tokenizer's chat template, ending with the
+            assistant's header (``add_generation_prompt=True``), and end episodes on the template's end-of-turn
+            token as well as EOS. ``None`` (default): when the tokenizer has a chat template; ``True``: required;
+            ``False``: the prompt's plain tokens. Rewards and ``info`` see the text the user would see: the prompt
+            as given (not the rendered template) and the completion decoded without special tokens.
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class TextTask:
         dense: bool = False,
         gold_reward=None,
         cap_flag: str = "terminated",
+        chat_template: bool | None = None,
     ):
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model must be a name or path of a saved causal LM, got {type(model).__name__}")
@@ -110,6 +116,8 @@ class TextTask:
             raise ValueError(f"max_prompt_tokens={max_prompt_tokens!r} must be an integer >= 1 (or None for the default)")
         if not isinstance(dense, (bool, np.bool_)):
             raise TypeError(f"dense={dense!r} must be a bool")
+        if chat_template is not None and not isinstance(chat_template, (bool, np.bool_)):
+            raise TypeError(f"chat_template={chat_template!r} must be True, False or None (use the tokenizer's if it has one)")
         if cap_flag not in CAP_FLAGS:
             raise ValueError(f"cap_flag={cap_flag!r}; expected one of {CAP_FLAGS}")
         if isinstance(stop_strings, str):
@@ -124,7 +132,7 @@ class TextTask:
         self.prompts = load_prompts(prompts)
         self.model_name = str(model)
         self.tokenizer = load_tokenizer(model)
-        config = load_pretrained(AutoConfig, model, "model config")
+        config = load_config(model)  # an adapter folder: its base's config
         self.vocab_size = int(config.vocab_size)
         self.context = context_length(config)
         if self.context is not None and max_new_tokens >= self.context:
@@ -137,6 +145,11 @@ class TextTask:
                 f"context of {self.context} tokens"
             )
         self.max_new_tokens = int(max_new_tokens)
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        if chat_template and not has_template:
+            raise ValueError(f"chat_template=True, but the tokenizer of {self.model_name!r} has no chat template; pass "
+                             f"chat_template=False (or None) to use the plain prompt tokens")
+        self.chat = has_template if chat_template is None else bool(chat_template)
         self._check_prompt_lengths()
         self.reward: Reward = as_reward(reward_model)
         self.gold: Reward | None = None if gold_reward is None else as_reward(gold_reward)
@@ -147,6 +160,9 @@ class TextTask:
         self.pad_token_id = self.tokenizer.pad_token_id
         if self.pad_token_id >= self.vocab_size:  # a pad token added past the model's embeddings
             self.pad_token_id = self.eos_token_id
+        turn_end = end_of_turn_ids(self.tokenizer) if self.chat else ()
+        # tokens that end an episode (terminated): EOS and, with a chat template, its end-of-turn token
+        self.stop_token_ids = tuple(dict.fromkeys((self.eos_token_id, *turn_end)))
         self.length = self.max_prompt_tokens + self.max_new_tokens
         self.observation_space = spaces.Dict(
             {
@@ -158,7 +174,10 @@ class TextTask:
 
     def _check_prompt_lengths(self) -> None:
         """Refuse, at construction, any prompt of ``prompts`` that ``reset`` would refuse (one batched encode)."""
-        lengths = [len(ids) for ids in self.tokenizer(self.prompts, add_special_tokens=False)["input_ids"]]
+        if self.chat:
+            lengths = [len(self._tokens(p)) for p in self.prompts]
+        else:
+            lengths = [len(ids) for ids in self.tokenizer(self.prompts, add_special_tokens=False)["input_ids"]]
         for i, n in enumerate(lengths):
             if n > self.max_prompt_tokens or n == 0:
                 self.encode_prompt(self.prompts[i], f"prompts[{i}]")
@@ -166,7 +185,7 @@ class TextTask:
     def encode_prompt(self, prompt: str, where: str = "prompt") -> list[int]:
         """Token ids of a prompt, refusing empty ones and ones too long for the observation or the context."""
         _check_prompt(prompt, where)
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = self._tokens(prompt)
         if not ids:
             raise ValueError(f"{where} {prompt!r} encodes to no tokens; a prompt needs at least one")
         if len(ids) > self.max_prompt_tokens:
@@ -176,6 +195,18 @@ class TextTask:
                 f"{where} of {len(ids)} tokens exceeds max_prompt_tokens={self.max_prompt_tokens}{room}: {prompt[:60]!r}"
             )
         return ids
+
+    def _tokens(self, prompt: str) -> list[int]:
+        """The prompt's token ids as the model sees them: plain, or rendered as a user turn of the chat template."""
+        if not self.chat:
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                 tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def is_stop(self, token: int) -> bool:
+        """Whether ``token`` ends the episode (EOS, or the chat template's end of turn)."""
+        return token in self.stop_token_ids
 
     def sample_prompt(self, rng: np.random.Generator) -> str:
         return self.prompts[int(rng.integers(len(self.prompts)))]
@@ -195,6 +226,22 @@ class TextTask:
 
     def hits_stop(self, completion: str) -> bool:
         return any(stop in completion for stop in self.stop_strings)
+
+
+def end_of_turn_ids(tokenizer) -> tuple[int, ...]:
+    """The special token(s) the tokenizer's chat template closes an assistant turn with (``<|im_end|>`` in ChatML,
+    ``<|eot_id|>`` in Llama 3, ``<end_of_turn>`` in Gemma): the first token after a rendered assistant message, when
+    it is a special token; ``()`` without a template or when the template closes turns with plain text.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return ()
+    marker = "textenv-end-of-turn-probe"
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False)
+    after = rendered.split(marker, 1)[1] if marker in rendered else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return (ids[0],) if ids and ids[0] in special else ()
 
 
 def as_task(task: TextTask | None, task_kwargs: dict) -> TextTask:

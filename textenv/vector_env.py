@@ -153,7 +153,7 @@ class TextGenerationVectorEnv(VectorEnv):
 
         Returns ``(rewards (N,), terminated (N,), truncated (N,), infos, {row: the dense reward's new terms})``.
         """
-        terminated = live & (tokens == self.task.eos_token_id)  # (N,)
+        terminated = live & torch.isin(tokens, torch.tensor(self.task.stop_token_ids))  # (N,) EOS or end of turn
         texts: dict[int, str] = {}
         if self.task.stop_strings:
             for i in rows.tolist():

@@ -1,9 +1,9 @@
 """The ``textenv`` command line: the built-in world, the demo, reward modelling, agents, benchmarks.
 
 ``textenv build-world``, ``demo``, ``preferences``, ``train-rm``, ``eval-rm``, ``throughput`` here; ``train``,
-``rlhf``, ``bench`` and ``best-of-n`` in :mod:`agents.cli.train`. A user error (a refused flag value, a missing
-file or optional dependency, a refused resume) prints one line and exits with status 2; ``--debug`` shows the
-traceback instead (:mod:`agents.cli.errors`).
+``rlhf``, ``bench`` and ``best-of-n`` in :mod:`agents.cli.train`; ``models fetch|list`` in :mod:`agents.cli.models`.
+A user error (a refused flag value, a missing file or optional dependency, a refused resume) prints one line and
+exits with status 2; ``--debug`` shows the traceback instead (:mod:`agents.cli.errors`).
 """
 
 from __future__ import annotations
@@ -228,7 +228,10 @@ def _plot_demo(path: Path, proxy, sentiment, fluency, lengths) -> None:
 def _throughput(args) -> None:
     from agents.cli.throughput import format_rows, run_throughput
 
-    rows = run_throughput(tuple(args.batch_sizes), args.max_new_tokens, args.repeats, args.threads, naive=not args.no_naive)
+    if args.model not in ("builtin", "gpt2-small") and not Path(args.model).is_dir():
+        raise UsageError(f"--model {args.model!r} is neither builtin, gpt2-small nor a model directory")
+    rows = run_throughput(tuple(args.batch_sizes), args.max_new_tokens, args.repeats, args.threads,
+                          naive=not args.no_naive, model=args.model)
     table = format_rows(rows)
     print("\n" + table)
     if args.out:
@@ -298,7 +301,9 @@ def build_parser() -> Parser:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(fn=_eval_rm)
 
-    p = sub.add_parser("throughput", help="rollout tokens/s: batched env vs generate vs naive")
+    p = sub.add_parser("throughput", help="rollout tokens/s: batched env (both KL timings) vs generate vs naive")
+    p.add_argument("--model", default="builtin",
+                   help="builtin (the world's 0.68M LM), gpt2-small (12x768, vocab 8192, random weights) or a model directory")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
@@ -307,9 +312,11 @@ def build_parser() -> Parser:
     p.add_argument("--out", default=None, help="also write the markdown table here")
     p.set_defaults(fn=_throughput)
 
+    from agents.cli import models
     from agents.cli.train import add_commands
 
     add_commands(sub)
+    models.add_commands(sub)
     return parser
 
 
@@ -349,7 +356,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # argparse would blame the top-level parser; name the command whose --help lists the flags
-        words = [getattr(args, k) for k in ("command", "algorithm", "datasets_command") if getattr(args, k, None)]
+        words = [getattr(args, k) for k in ("command", "algorithm", "datasets_command", "models_command")
+                 if getattr(args, k, None)]
         parser.prog = " ".join(["textenv", *words])
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if debug:

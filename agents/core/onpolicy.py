@@ -12,6 +12,9 @@ An env id whose vector entry point is textenv's batched text env (``textenv/Sent
 :class:`agents.policies.lm.LMPolicy`; any other env id with a ``Box`` observation
 (``textenv/Bandit-v0``, ``CartPole-v1``) gets an MLP policy (:func:`agents.policies.mlp.make_mlp_policy`: categorical
 for discrete actions, Gaussian for continuous ones).
+
+With LoRA (``lora_r > 0`` in PPO's and the group estimators' configs) the policy is built first and the env's KL
+reference is the policy's own base with the adapter off (:func:`make_env_and_policy`): one copy of the weights.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.policies.lm import LMPolicy
+from agents.policies.lm import LMPolicy, LoRASettings, load_policy
 from agents.policies.mlp import make_mlp_policy
 from agents.core.rollout import EpisodeBatch, run_episodes
 from agents.core.run import Run, check_range
@@ -76,6 +79,9 @@ class OnPolicyConfig:
     """Adaptive β horizon (episodes)."""
     kl_estimator: str = "k1"
     """Per-token KL estimator of the env's shaping: k1, k2, k3 or full."""
+    kl_timing: str = "step"
+    """When the env's reference scores the tokens: step (a forward per token) or end (one pass per finished
+    completion; the same per-token KL, faster at real model sizes)."""
     max_episode_kl: float = 50.0
     """KL blow-up guard: a batch whose mean summed KL exceeds this is not trained on (reported, counted)."""
     max_skipped: int = 5
@@ -105,8 +111,10 @@ class OnPolicyConfig:
                 raise ValueError("kl_target (adaptive β) needs an initial kl_coef > 0")
         if self.kl_estimator not in ("k1", "k2", "k3", "full"):
             raise ValueError(f"kl_estimator={self.kl_estimator!r}; expected one of k1, k2, k3, full")
+        if self.kl_timing not in ("step", "end"):
+            raise ValueError(f"kl_timing={self.kl_timing!r}; expected step or end")
         owned = {"max_new_tokens": "max_new_tokens", "kl_coef": "kl_coef", "kl_target": "kl_target",
-                 "kl_horizon": "kl_horizon", "kl_estimator": "kl_estimator", "model": "model",
+                 "kl_horizon": "kl_horizon", "kl_estimator": "kl_estimator", "kl_timing": "kl_timing", "model": "model",
                  "kl_temperature": "temperature"}
         clash = sorted(k for k in self.env_kwargs if k in owned)
         if clash:
@@ -148,13 +156,14 @@ def make_env(config: OnPolicyConfig, num_envs: int | None = None, **overrides):
     n = num_envs or config.batch_size
     if config.is_text:
         kwargs = dict(max_new_tokens=config.max_new_tokens, kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
+                      kl_timing=config.kl_timing,
                       kl_target=config.kl_target, kl_horizon=config.kl_horizon, kl_temperature=config.temperature)
         if config.model is not None:
             kwargs["model"] = config.model
         kwargs.update(config.env_kwargs)
         kwargs.update(overrides)
         if not kwargs["kl_coef"] > 0:
-            for key in ("kl_estimator", "kl_target", "kl_horizon", "kl_temperature"):
+            for key in ("kl_estimator", "kl_target", "kl_horizon", "kl_temperature", "kl_timing"):
                 kwargs.pop(key)
         return gym.make_vec(config.env_id, num_envs=n, autoreset_mode="disabled", **kwargs)
     return gym.make_vec(config.env_id, num_envs=n, vectorization_mode="sync",
@@ -162,21 +171,59 @@ def make_env(config: OnPolicyConfig, num_envs: int | None = None, **overrides):
 
 
 def make_policy(config: OnPolicyConfig, env, value_head: bool, path: str | Path | None = None):
-    """A fresh (or checkpointed, from ``path``) policy for ``env``."""
+    """A fresh (or checkpointed, from ``path``) policy for ``env`` (with the config's LoRA adapter, if any)."""
     torch.manual_seed(config.seed)
     if config.is_text:
         source = path or config.model or env.unwrapped.task.model_name
-        policy = LMPolicy.from_pretrained(source, value_head=value_head, temperature=config.temperature)
-        if policy.vocab_size != env.unwrapped.task.vocab_size:
-            raise ValueError(
-                f"policy vocabulary {policy.vocab_size} ({source}) differs from the env's {env.unwrapped.task.vocab_size} "
-                f"({env.unwrapped.task.model_name}); the policy must use the env's tokenizer"
-            )
+        policy = load_policy(source, _lora(config), checkpoint=path is not None, value_head=value_head,
+                             temperature=config.temperature, gradient_checkpointing=_checkpointing(config))
+        _check_vocab(policy, env, source)
         return policy
     policy = make_mlp_policy(env.single_observation_space, env.single_action_space, value=value_head)
     if path is not None:
         policy.load_state_dict(torch.load(Path(path).parent / "policy.pt", weights_only=True))
     return policy
+
+
+def make_env_and_policy(config: OnPolicyConfig, value_head: bool, path: str | Path | None = None):
+    """``(env, policy)`` of a run. With LoRA the policy comes first and the env's KL reference is the policy's own
+    base with the adapter off (:meth:`agents.policies.lm.LMPolicy.reference_model`), never a second copy (unless
+    ``env_kwargs`` names a ``ref_model`` of its own)."""
+    lora = _lora(config)
+    if lora is None or not config.is_text or not config.kl_coef > 0 or "ref_model" in config.env_kwargs:
+        env = make_env(config)
+        return env, make_policy(config, env, value_head, path)
+    torch.manual_seed(config.seed)
+    source = path or config.model or gym.spec(config.env_id).kwargs.get("model") or _world_lm()
+    policy = load_policy(source, lora, checkpoint=path is not None, value_head=value_head,
+                         temperature=config.temperature, gradient_checkpointing=_checkpointing(config))
+    env = make_env(config, ref_model=policy.reference_model())  # textenv.kl neither freezes nor switches its mode
+    _check_vocab(policy, env, source)
+    return env, policy
+
+
+def _lora(config) -> LoRASettings | None:
+    """The config's LoRA settings when LoRA is on, else None (configs without LoRA fields: None)."""
+    return config.lora if isinstance(config, LoRASettings) else None
+
+
+def _checkpointing(config) -> bool:
+    """The config's ``gradient_checkpointing`` (False for configs without the field)."""
+    return bool(getattr(config, "gradient_checkpointing", False))
+
+
+def _world_lm() -> str:
+    from textenv import world
+
+    return str(world.lm_path())
+
+
+def _check_vocab(policy: LMPolicy, env, source) -> None:
+    if policy.vocab_size != env.unwrapped.task.vocab_size:
+        raise ValueError(
+            f"policy vocabulary {policy.vocab_size} ({source}) differs from the env's {env.unwrapped.task.vocab_size} "
+            f"({env.unwrapped.task.model_name}); the policy must use the env's tokenizer"
+        )
 
 
 def training_batch(episodes: EpisodeBatch, is_text: bool, obs_frames=None) -> dict[str, torch.Tensor]:
@@ -266,8 +313,7 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
     torch.set_num_threads(config.threads)
     run = Run(run_dir, config, ignore=("iterations", "threads", "checkpoint_every"))
     state = run.start(resume)
-    env = make_env(config)
-    policy = make_policy(config, env, value_head, run.policy_path() if state else None)
+    env, policy = make_env_and_policy(config, value_head, run.policy_path() if state else None)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     controller = kl_controller(env)
     start, skipped, elapsed = 0, 0, 0.0

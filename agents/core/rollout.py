@@ -10,6 +10,10 @@ Two ways to collect, for the two families of algorithms:
   batch of completions for LM PPO, a batch of bandit pulls). Steps after an env's episode ended are masked
   out (``valid``), whatever the env's autoreset mode; the text envs' ``"disabled"`` mode simply freezes them.
 
+With a text env's KL shaping at ``kl_timing="end"`` the env adds an episode's summed KL terms to its last
+step; :func:`run_episodes` puts each token's term back on its token (``info["reward_kl_tokens"]``), so the
+rewards are those of ``kl_timing="step"``. :func:`collect_steps` leaves them where the env put them.
+
 ``terminated`` and ``truncated`` are kept apart throughout (CleanRL's ``done = terminated or truncated``
 would drop the bootstrap on time limits). A single (non-vector) env is wrapped into a one-env
 ``SyncVectorEnv``.
@@ -214,7 +218,7 @@ def run_episodes(envs, policy: Policy, seed: int | None = None, options: dict | 
         logprobs.append(out.logprob)
         if out.value is not None:
             values.append(out.value)
-        rewards.append(torch.as_tensor(np.where(live, reward, 0.0), dtype=torch.float32))
+        rewards.append(np.where(live, reward, 0.0))  # float64 until the KL terms of kl_timing="end" are spread
         valid.append(torch.as_tensor(live.copy()))
         terms.append(torch.as_tensor(live & terminated))
         truncs.append(torch.as_tensor(live & truncated))
@@ -231,7 +235,29 @@ def run_episodes(envs, policy: Policy, seed: int | None = None, options: dict | 
             policy.advance(out.action)
     else:
         raise RuntimeError(f"run_episodes: {int(live.sum())} episodes still running after max_steps={max_steps}")
+    rewards = spread_end_kl(np.stack(rewards), final_infos)  # (T, N)
     return EpisodeBatch(
-        torch.stack(actions), torch.stack(logprobs), torch.stack(rewards), torch.stack(valid), torch.stack(terms),
+        torch.stack(actions), torch.stack(logprobs), torch.as_tensor(rewards, dtype=torch.float32), torch.stack(valid), torch.stack(terms),
         torch.stack(truncs), first_obs, final_obs, final_infos, torch.stack(values).float() if values else None,
     )
+
+
+def spread_end_kl(rewards: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
+    """Rewards ``(T, N)`` of one episode per env, started together, with each episode's KL terms on their tokens.
+
+    A text env's KL shaping with ``kl_timing="end"`` adds an episode's summed terms (``info["reward_kl"]``) to
+    its last step and reports each token's (``info["reward_kl_tokens"]``); this moves them back, giving the
+    rewards of ``kl_timing="step"``. Episodes without those entries are left as they are. Returns ``rewards``.
+
+    >>> r = np.array([[0.0], [0.0], [1.0 - 0.6]])  # score 1 at the end, plus the summed KL terms −0.6
+    >>> spread_end_kl(r, [{"reward_kl": -0.6, "reward_kl_tokens": np.array([-0.1, -0.2, -0.3])}])[:, 0].round(12).tolist()
+    [-0.1, -0.2, 0.7]
+    """
+    for i, info in enumerate(infos):
+        terms = info.get("reward_kl_tokens")
+        if terms is None:
+            continue
+        n = len(terms)
+        rewards[n - 1, i] -= float(info["reward_kl"])
+        rewards[:n, i] += np.asarray(terms, dtype=np.float64)
+    return rewards

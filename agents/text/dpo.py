@@ -20,7 +20,7 @@ import torch
 
 from agents.core.losses import DPO_LOSSES, dpo_loss
 from agents.core.run import check_range
-from agents.policies.lm import LMPolicy, sequence_batch, sequence_logprobs
+from agents.policies.lm import LMPolicy, LoRASettings, load_policy, sequence_batch, sequence_logprobs
 from agents.text.supervised import (
     SupervisedConfig,
     finished,
@@ -38,7 +38,7 @@ class DPOConfig(SupervisedConfig):
     model: str | None = None
     """Policy to start from (name or path); None: the built-in world's base LM."""
     ref_model: str | None = None
-    """Frozen reference; None: the same weights as ``model``."""
+    """Frozen reference; None: the same weights as model (with LoRA: the policy's base with the adapter off, no copy)."""
     data: str | None = None
     """Preference JSONL; None: the built-in world's training preferences."""
     max_pairs: int | None = 8000
@@ -73,17 +73,20 @@ def _pairs(config: DPOConfig) -> list[tuple[str, str, str]]:
     return pairs
 
 
-def _logprobs(policy: LMPolicy, pairs, rows, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of the chosen and of the rejected completions of ``pairs[rows]``, each ``(B,)``."""
+def _logprobs(model, tokenizer, pairs, rows, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs under ``model`` of the chosen and of the rejected completions of ``pairs[rows]``, each ``(B,)``."""
     prompts = [pairs[j][0] for j in rows]
-    batch = sequence_batch(policy.tokenizer, prompts * 2, [pairs[j][1] for j in rows] + [pairs[j][2] for j in rows],
+    batch = sequence_batch(tokenizer, prompts * 2, [pairs[j][1] for j in rows] + [pairs[j][2] for j in rows],
                            add_eos=False, max_length=max_length)
-    logprobs = sequence_logprobs(policy, batch)
+    logprobs = sequence_logprobs(model, batch)
     return logprobs[: len(rows)], logprobs[len(rows):]
 
 
 def train_dpo(config: DPOConfig, run_dir: str | Path, resume: bool = True, progress: bool = True) -> Path:
-    """Train; returns the directory of the trained policy (``run_dir/policy``)."""
+    """Train; returns the directory of the trained policy (``run_dir/policy``).
+
+    With LoRA and no ``ref_model`` the policy is loaded first and the reference is its base with the adapter off
+    (:meth:`agents.policies.lm.LMPolicy.reference_model`): no second copy of the weights."""
     from tqdm.auto import tqdm
 
     from textenv import world
@@ -93,13 +96,22 @@ def train_dpo(config: DPOConfig, run_dir: str | Path, resume: bool = True, progr
         return run.path / "policy"
     pairs = _pairs(config)
     base = str(config.model or world.lm_path())
-    reference = LMPolicy.from_pretrained(config.ref_model or base).eval()
+
+    def load():
+        return load_policy(run.policy_path() if state else base, config.lora, checkpoint=state is not None,
+                           seed=config.seed, gradient_checkpointing=config.gradient_checkpointing)
+
+    policy = None
+    if config.lora is not None and config.ref_model is None:
+        policy = load()
+        reference, tokenizer = policy.reference_model(), policy.tokenizer
+    else:
+        reference = LMPolicy.from_pretrained(config.ref_model or base, lora=LoRASettings()).eval()  # adapters merged
+        tokenizer = reference.tokenizer
     if config.ref_model is not None:
-        from transformers import AutoConfig
+        from textenv.lm import load_config
 
-        from textenv.lm import load_pretrained
-
-        policy_vocab = load_pretrained(AutoConfig, base, "model config").get_text_config().vocab_size
+        policy_vocab = load_config(base).get_text_config().vocab_size
         if reference.vocab_size != policy_vocab:
             raise ValueError(f"reference vocabulary {reference.vocab_size} ({config.ref_model}) differs from the "
                              f"policy's {policy_vocab} ({base}); they must share a tokenizer")
@@ -107,12 +119,13 @@ def train_dpo(config: DPOConfig, run_dir: str | Path, resume: bool = True, progr
     with torch.no_grad():
         for start in tqdm(range(0, len(pairs), 128), desc="DPO reference log-probs", unit="batch", disable=not progress):
             rows = list(range(start, min(start + 128, len(pairs))))
-            ref_chosen[rows], ref_rejected[rows] = _logprobs(reference, pairs, rows, config.max_length)
+            ref_chosen[rows], ref_rejected[rows] = _logprobs(reference, tokenizer, pairs, rows, config.max_length)
     del reference
-    policy = LMPolicy.from_pretrained(run.policy_path() if state else base)
+    if policy is None:
+        policy = load()
 
     def batch_loss(rows):
-        chosen, rejected = _logprobs(policy, pairs, rows, config.max_length)
+        chosen, rejected = _logprobs(policy, policy.tokenizer, pairs, rows, config.max_length)
         terms = dpo_loss(chosen, rejected, ref_chosen[rows], ref_rejected[rows], config.beta, config.loss_type,
                          config.label_smoothing)
         return terms.loss, {"accuracy": float(terms.accuracy), "chosen_reward": float(terms.chosen_reward),

@@ -28,13 +28,15 @@ import torch
 
 from agents.core.advantages import BASELINES, SCALES, group_advantages
 from agents.core.onpolicy import OnPolicyConfig, TrainResult, train
+from agents.policies.lm import LoRASettings
 
 PRESETS = {"reinforce": ("mean", "none"), "rloo": ("loo", "none"), "grpo": ("mean", "std")}
 
 
 @dataclass
-class PGConfig(OnPolicyConfig):
-    """A group-baseline policy gradient; the fields of :class:`agents.core.onpolicy.OnPolicyConfig` plus these."""
+class PGConfig(LoRASettings, OnPolicyConfig):
+    """A group-baseline policy gradient; the fields of :class:`agents.core.onpolicy.OnPolicyConfig`, the LoRA
+    fields of :class:`agents.policies.lm.LoRASettings`, plus these."""
 
     estimator: str = "rloo"
     """``"reinforce"``, ``"rloo"`` or ``"grpo"`` (table above)."""
@@ -53,6 +55,7 @@ class PGConfig(OnPolicyConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_lora(on_policy=True, text=self.is_text)
         if self.estimator not in PRESETS:
             raise ValueError(f"estimator={self.estimator!r}; expected one of {sorted(PRESETS)}")
         if self.baseline is not None and self.baseline not in BASELINES:

@@ -31,11 +31,14 @@ from agents.core.advantages import gae, whiten
 from agents.core.onpolicy import OnPolicyConfig, TrainResult, train
 from agents.core.run import check_range
 from agents.core.update import UpdateSettings
+from agents.policies.lm import LoRASettings
 
 
 @dataclass
-class PPOConfig(OnPolicyConfig):
-    """PPO with a value head on the policy's trunk; the fields of :class:`agents.core.onpolicy.OnPolicyConfig` plus these."""
+class PPOConfig(LoRASettings, OnPolicyConfig):
+    """PPO with a value head on the policy's trunk; the fields of :class:`agents.core.onpolicy.OnPolicyConfig`, the
+    LoRA fields of :class:`agents.policies.lm.LoRASettings` (with LoRA the value head reads the adapted trunk),
+    plus these."""
 
     gamma: float = 1.0
     """Discount over tokens (1: the completion's score counts in full at every token)."""
@@ -60,6 +63,7 @@ class PPOConfig(OnPolicyConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_lora(on_policy=True, text=self.is_text)
         check_range("gamma", self.gamma, 0, 1)
         check_range("lam", self.lam, 0, 1)
         check_range("vf_coef", self.vf_coef, 0)

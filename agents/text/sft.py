@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from agents.core.losses import masked_mean
 from agents.core.run import check_range
-from agents.policies.lm import LMPolicy, sequence_batch
+from agents.policies.lm import load_policy, sequence_batch
 from agents.text.supervised import (
     SupervisedConfig,
     finished,
@@ -67,7 +67,9 @@ def train_sft(config: SFTConfig, run_dir: str | Path, resume: bool = True, progr
     if finished(run, state):
         return run.path / "policy"
     records = load_demonstrations(config.data) if config.data else sample_demonstrations(config.num_demos, config.seed, config.mood)
-    policy = LMPolicy.from_pretrained(run.policy_path() if state else str(config.model or world.lm_path()))
+    policy = load_policy(run.policy_path() if state else str(config.model or world.lm_path()), config.lora,
+                         checkpoint=state is not None, seed=config.seed,
+                         gradient_checkpointing=config.gradient_checkpointing)
 
     def batch_loss(rows):
         batch = sequence_batch(policy.tokenizer, [records[j]["prompt"] for j in rows],

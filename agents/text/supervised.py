@@ -12,12 +12,15 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from agents.core.run import Run, check_range
+from agents.core.run import Run, check_range, set_rng_state
+from agents.policies.lm import LoRASettings
 
 
 @dataclass
-class SupervisedConfig:
-    """The fields SFT and DPO share (their configs add the model and the data)."""
+class SupervisedConfig(LoRASettings):
+    """The fields SFT and DPO share (their configs add the model and the data), the LoRA fields of
+    :class:`agents.policies.lm.LoRASettings` included (``lora_r > 0``: only the adapter trains, and DPO's reference,
+    unless ``ref_model`` is given, is the policy's base with the adapter off)."""
 
     data_kind: ClassVar[str] = "JSONL"
     """What ``data`` must hold (for the error when it is not a file)."""
@@ -30,7 +33,7 @@ class SupervisedConfig:
     max_length: int = 96
     """Longest prompt + completion in tokens (completions are cut to fit)."""
     seed: int = 0
-    """Seeds the data drawn (demonstrations, the pair subset) and its order."""
+    """Seeds the data drawn (demonstrations, the pair subset), its order, and a LoRA adapter's initialisation."""
     threads: int = 1
     """torch threads."""
     checkpoint_every: int = 100
@@ -40,6 +43,7 @@ class SupervisedConfig:
         for name in ("epochs", "batch_size", "max_length", "threads", "checkpoint_every"):
             check_range(name, getattr(self, name), 1, integer=True)
         check_range("lr", self.lr, 0, low_open=True)
+        self.check_lora()
         data = getattr(self, "data", None)
         if data is not None and not Path(data).is_file():
             raise FileNotFoundError(f"data={data!r} is not a file (expected {self.data_kind})")
@@ -63,7 +67,7 @@ def supervised_loop(run: Run, policy, n_items: int, config: SupervisedConfig, st
     from tqdm.auto import tqdm
 
     batch_size, epochs, lr, seed = config.batch_size, config.epochs, config.lr, config.seed
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     steps_per_epoch = -(-n_items // batch_size)
     total = steps_per_epoch * epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total)
@@ -72,7 +76,9 @@ def supervised_loop(run: Run, policy, n_items: int, config: SupervisedConfig, st
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, elapsed = state["step"], state["elapsed"]
+        set_rng_state(state["rng"])  # again: loading the policy (a LoRA adapter's init) may have drawn from it
     run.begin()
+    policy.train(config.lora_dropout > 0)  # LoRA's dropout acts in train mode (the model's own dropout is off)
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress)
     try:
         while step < total:
@@ -97,11 +103,14 @@ def supervised_loop(run: Run, policy, n_items: int, config: SupervisedConfig, st
                 run.save(policy, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                   "step": step, "total": total, "elapsed": elapsed})
     finally:
+        policy.eval()
         bar.close()
         run.close()
     return policy.save_pretrained(run.path / "policy")
 
 
 def finished(run: Run, state: dict | None) -> bool:
-    """True when ``state`` is the checkpoint of a completed run whose policy was saved."""
-    return state is not None and state["step"] == state["total"] and (run.path / "policy" / "config.json").exists()
+    """True when ``state`` is the checkpoint of a completed run whose policy was saved (a model, or a LoRA adapter)."""
+    saved = run.path / "policy"
+    return (state is not None and state["step"] == state["total"]
+            and ((saved / "config.json").exists() or (saved / "adapter_config.json").exists()))

@@ -19,7 +19,7 @@ def test_demo_writes_samples_and_a_plot(tmp_path, lm_dir, capsys):
 
 
 COMMANDS = ("build-world", "demo", "preferences", "train-rm", "eval-rm", "throughput", "train", "rlhf", "bench",
-            "best-of-n", "datasets")
+            "best-of-n", "datasets", "models")
 
 
 def test_console_script_lists_its_subcommands():
@@ -32,7 +32,7 @@ def _every_command():
     from agents.cli.train import _algorithms
 
     return ([(c,) for c in COMMANDS] + [("train", a) for a in (*_algorithms(), "iql-online")]
-            + [("datasets", "collect"), ("datasets", "list")])
+            + [("datasets", "collect"), ("datasets", "list"), ("models", "fetch"), ("models", "list")])
 
 
 @pytest.mark.parametrize("command", _every_command(), ids=" ".join)
@@ -55,13 +55,16 @@ def test_throughput_benchmark_runs_and_reports_ratios(lm_dir):
     rows = run_throughput(batch_sizes=(2,), max_new_tokens=4, repeats=1, naive=True, progress=False)
     row = rows[0]
     assert row["batch"] == 2 and row["new_tokens"] == 4
-    for name in ("env", "generate", "naive"):  # each ratio is that pipeline's tokens/s over generate's
+    assert row["model"] == "builtin" and 0.5 < row["params_m"] < 1.0
+    for name in ("env", "env_end", "generate", "naive"):  # each ratio is that pipeline's tokens/s over generate's
         assert 0 < row[f"{name}_tok_s"] < float("inf")
         assert row[f"{name}_vs_generate"] == pytest.approx(row[f"{name}_tok_s"] / row["generate_tok_s"])
     table = format_rows(rows).splitlines()
-    assert table[0] == "| batch | threads | env_tok_s | generate_tok_s | naive_tok_s | env_vs_generate | naive_vs_generate |"
-    assert table[2] == (f"| 2 | 1 | {row['env_tok_s']:.0f} | {row['generate_tok_s']:.0f} | {row['naive_tok_s']:.0f} | "
-                        f"{row['env_vs_generate']:.2f} | {row['naive_vs_generate']:.2f} |")
+    assert table[0] == ("| model | params_m | batch | threads | env_tok_s | env_end_tok_s | generate_tok_s | naive_tok_s | "
+                        "env_vs_generate | env_end_vs_generate | naive_vs_generate |")
+    assert table[2] == (f"| builtin | {row['params_m']:.1f} | 2 | 1 | {row['env_tok_s']:.0f} | {row['env_end_tok_s']:.0f} | "
+                        f"{row['generate_tok_s']:.0f} | {row['naive_tok_s']:.0f} | {row['env_vs_generate']:.2f} | "
+                        f"{row['env_end_vs_generate']:.2f} | {row['naive_vs_generate']:.2f} |")
 
 
 @pytest.mark.slow

@@ -164,3 +164,8 @@ def test_the_console_script_reexecutes_itself_once_with_passive_omp_wait(tmp_pat
     assert passive_wait_exec(["rlhf"], {**env, "OMP_WAIT_POLICY": "ACTIVE"}, str(script)) is None  # yours wins
     assert passive_wait_exec(["rlhf", "--help"], env, str(script)) is None
     assert passive_wait_exec(["rlhf"], env, "/x/agents/cli/__main__.py") is None
+
+
+def test_throughput_refuses_an_unknown_model_in_one_line(capsys):
+    line = fails(["throughput", "--model", "no-such-model-dir"], capsys)
+    assert "--model 'no-such-model-dir'" in line and "gpt2-small" in line

@@ -265,23 +265,6 @@ REVIEWS = [("the food was", " great and the staff were friendly .", " bad and th
            ("the pasta was", " fresh .", " cold .")]
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    """A 1-layer, 16-wide GPT-2 with a byte-level BPE trained on a few reviews: enough to test the loops, no world."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from textenv.world.build import train_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-lm")
-    tokenizer = train_tokenizer([p + c for p, w, l in REVIEWS for c in (w, l)] * 4, vocab_size=300)
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=16, n_layer=1, n_head=2,
-                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def _lm_weights(path):
     from agents.policies.lm import LMPolicy
 

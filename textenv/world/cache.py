@@ -122,7 +122,7 @@ def check(target: Path, full: bool = False) -> str | None:
         if size != expected["bytes"]:
             return f"{name} is {size} bytes, expected {expected['bytes']}"
         try:
-            if full and _sha256(path) != expected["sha256"]:
+            if full and sha256_file(path) != expected["sha256"]:
                 return f"{name} does not match its sha256 in {CHECKSUMS}"
         except OSError as error:
             return f"{name} is unreadable ({error.strerror})"
@@ -131,7 +131,7 @@ def check(target: Path, full: bool = False) -> str | None:
 
 def write_checksums(folder: Path) -> None:
     """Record the size and sha256 of every file of ``folder`` (nested stages excluded) in ``folder/checksums.json``."""
-    files = {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    files = {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
              for path in _stage_files(folder)}
     with atomic_write(folder / CHECKSUMS) as f:
         f.write(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
@@ -222,7 +222,8 @@ def _safetensors_size(path: Path) -> int | None:
     return 8 + n + max(ends, default=0)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, hex (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
