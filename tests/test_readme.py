@@ -101,7 +101,14 @@ def built_world():
     return world.proxy_rm_path(progress=False)
 
 
+NEEDS_FETCH = 'model_path("smollm2-135m-instruct")'
+"""A block that uses the real model of ``textenv models fetch``: skipped, saying so, where it is not fetched (CI
+fetches it first)."""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("line, code", PYTHON, ids=[f"README.md:{line}" for line, _ in PYTHON])
-def test_readme_python_block_runs(line, code, tmp_path, built_world):
+def test_readme_python_block_runs(line, code, tmp_path, built_world, request):
+    if NEEDS_FETCH in code:
+        request.getfixturevalue("smollm2_path")  # skips with the fetch command when the model is not there
     run_block(shrink(code), tmp_path, label=f"README.md:{line}")
