@@ -41,6 +41,28 @@ def _metric(logs: dict, *keys: str):
     return None
 
 
+CPU_SETTINGS = dict(
+    lr_scheduler_type="constant",  # Trainer default "linear" decays to 0 over max_steps
+    warmup_steps=0,
+    weight_decay=0.0,
+    max_grad_norm=1.0,
+    use_cpu=True,
+    bf16=False,
+    fp16=False,
+    gradient_checkpointing=False,  # TRL default True trades time for memory; ours does not checkpoint by default
+    disable_dropout=True,  # TRL samples in train mode: with the LM's dropout it would sample from another policy
+    use_vllm=False,
+    report_to="none",
+    logging_steps=1,
+    save_strategy="no",
+    eval_strategy="no",
+    disable_tqdm=True,
+    dataloader_num_workers=0,
+    log_completions=False,
+)
+"""``GRPOConfig`` settings both TRL benchmarks share: CPU, fp32, constant learning rate, no extras, no output."""
+
+
 def run_trl_grpo(
     prompts_per_step: int = 16,
     group_size: int = 4,
@@ -129,28 +151,10 @@ def run_trl_grpo(
         scale_rewards="group",  # TRL default: (r - group mean) / group std
         epsilon=0.2,  # TRL default clip; inactive anyway (on-policy, ratio = 1)
         reward_weights=[1.0, 0.0],  # train on proxy; gold only logged
-        # optimiser
         learning_rate=lr,  # TRL default 1e-6 is far too small for this 2-layer model
-        lr_scheduler_type="constant",  # Trainer default "linear" decays to 0 over max_steps
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        # CPU, no extras
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,  # TRL default True; pointless for a 2-layer model and slows it down
-        disable_dropout=True,  # the LM has dropout 0.1; TRL samples in train mode, so it would sample with dropout
-        use_vllm=False,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        disable_tqdm=True,
         seed=seed,
         data_seed=seed,
-        dataloader_num_workers=0,
-        log_completions=False,
+        **CPU_SETTINGS,
     )
 
     records: list[dict] = []

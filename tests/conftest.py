@@ -82,3 +82,28 @@ def tiny_lm(tmp_path_factory):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+"""A ChatML chat template (SmolLM2's and Qwen's format), for the built-in LM in ``chat_lm``."""
+
+
+@pytest.fixture(scope="session")
+def chat_lm(lm_dir, tmp_path_factory):
+    """The built-in LM with ChatML's two special tokens added (embeddings resized, seeded) and ``CHATML`` as its
+    chat template, saved with its tokenizer: a small model with a real chat model's quirks."""
+    import torch
+
+    from textenv.lm import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(lm_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML
+    model = load_causal_lm(lm_dir)
+    torch.manual_seed(0)
+    model.resize_token_embeddings(len(tokenizer))
+    out = tmp_path_factory.mktemp("chat-lm")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

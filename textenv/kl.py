@@ -33,15 +33,19 @@ When the reference runs, ``kl_timing`` (reported in ``info["kl_timing"]``):
 * ``"end"``: nothing runs while the episode goes on; when it ends, the reference scores the whole completion in
   one teacher-forced pass (batched over the envs that finish together), giving the same per-token values (to
   float rounding, ~1e-6: the same model without the KV cache). Their sum is added to the **last** step's
-  reward; ``info`` there holds the per-token values, ``kl_tokens`` and ``reward_kl_tokens``, and
-  ``reward_kl`` (the sum added). Earlier steps carry ``reward_kl = 0``. At real model sizes a one-token
+  reward; ``info`` there holds the per-token values, ``kl_tokens`` and ``reward_kl_tokens`` (lists of floats; in
+  the batched env, object arrays with one float array per env), and ``reward_kl`` (the sum added). Earlier steps carry ``reward_kl = 0``. At real model sizes a one-token
   forward costs as much as reading all the weights, so the step mode's reference costs about as much as the
   policy's whole decode; the end mode runs it once per episode (``benchmarks/README.md``). A black-box agent
   (Stable-Baselines3) sees the KL as a terminal reward, which leaves the undiscounted return unchanged but
   moves the penalty's credit to the last token when it discounts; :func:`agents.core.rollout.run_episodes`
   puts the per-token values back on their tokens, so our agents learn exactly as with ``"step"``. The acting
-  policy's log-probs are still handed over before every step (they are kept until the episode ends). A
-  reference that gives a sampled token probability 0 is refused when the episode ends, after the env's step.
+  policy's log-probs are still handed over before every step (they are kept until the episode ends; with the
+  ``full`` estimator that is a ``(V,)`` row per token per env). A reference that gives a sampled token
+  probability 0 is refused when the episode ends, after the env's step (the wrapper stays usable). An episode cut
+  **outside** the KL wrapper never reaches its scoring: a ``TimeLimit`` added by ``gymnasium.make(...,
+  max_episode_steps=...)`` or a ``reset`` in mid-episode drops its KL with a warning; bound episodes with
+  ``max_new_tokens`` instead, or use ``"step"``.
 
 The reference is scored at the policy's sampling temperature: ``kl_temperature=T`` divides the reference
 logits by ``T`` before the log-softmax (as TRL does), so a policy equal to the reference and sampled at ``T``
@@ -59,6 +63,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -278,10 +283,22 @@ class _ReferenceMixin:
 
     # ---------------------------------------------------------------- kl_timing="end"
     def _start_rows(self, rows, prompt_ids: list[list[int]]) -> None:
-        """Rows that (re)start an episode with these prompts: forget what their previous episode recorded."""
+        """Rows that (re)start an episode with these prompts. A row whose episode was still running (a reset in
+        mid-episode, a ``TimeLimit`` outside this wrapper) had its KL never scored: warned, then dropped."""
+        cut = [i for i in rows if self._tokens[i]]
+        if cut:
+            warnings.warn(
+                f"kl_timing='end': env(s) {cut} restarted in the middle of an episode ({len(self._tokens[cut[0]])} "
+                f"tokens), whose KL is scored only when it ends inside the KL wrapper, so it was never added; bound "
+                f"episodes with max_new_tokens (not a TimeLimit around the env) or use kl_timing='step'",
+                RuntimeWarning, stacklevel=3)
         for i, ids in zip(rows, prompt_ids):
             self._prompt_ids[i] = list(ids)
-            self._tokens[i], self._betas[i], self._policy_lp[i], self._policy_full[i] = [], [], [], []
+            self._clear(i)
+
+    def _clear(self, i: int) -> None:
+        """Forget row ``i``'s recorded episode (scored, or dropped)."""
+        self._tokens[i], self._betas[i], self._policy_lp[i], self._policy_full[i] = [], [], [], []
 
     def _take_step(self, actions: torch.Tensor, live: torch.Tensor):
         """``kl_timing="end"``, before the env's step: the checked supply (policy mode), ``(policy_lp, full)``."""
@@ -307,7 +324,15 @@ class _ReferenceMixin:
 
     def _score_ends(self, rows) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """``kl_timing="end"``: one teacher-forced reference pass over the finished ``rows``' prompts and
-        completions; per row, the reward term of each token ``(T,)`` and (policy mode) its KL estimate ``(T,)``."""
+        completions; per row, the reward term of each token ``(T,)`` and (policy mode) its KL estimate ``(T,)``.
+        The rows' records are cleared, whether they score or are refused."""
+        try:
+            return self._score_rows(rows)
+        finally:  # scored or refused: the episodes are over either way
+            for i in rows:
+                self._clear(i)
+
+    def _score_rows(self, rows) -> list[tuple[np.ndarray, np.ndarray | None]]:
         batch = completion_batch([self._prompt_ids[i] for i in rows], [self._tokens[i] for i in rows], self._pad)
         device = next(self.ref_model.parameters()).device
         with torch.inference_mode():
@@ -431,9 +456,10 @@ class KLShaping(_ReferenceMixin, gym.Wrapper):
             info["reward_kl"] = 0.0
             return 0.0
         (terms, kl), = self._score_ends([0])
-        info.update(reward_kl=float(terms.sum()), reward_kl_tokens=terms)
+        # lists, not arrays: a SyncVectorEnv stacks array infos into one (N, *shape) array, and episodes differ in length
+        info.update(reward_kl=float(terms.sum()), reward_kl_tokens=terms.tolist())
         if kl is not None:
-            info.update(kl_tokens=kl, episode_kl=float(kl.sum()))
+            info.update(kl_tokens=kl.tolist(), episode_kl=float(kl.sum()))
             self.controller.observe(float(kl.sum()))
         return float(terms.sum())
 
@@ -495,7 +521,14 @@ class KLShapingVector(_ReferenceMixin, gym.vector.VectorWrapper):
                 self._episode_kl += kl
         else:
             self._record(live.nonzero().squeeze(1).tolist(), safe_tokens, policy_lp, full)
-            term = self._end_terms(finished, kl_info, masks)
+            try:
+                term = self._end_terms(finished, kl_info, masks)
+            except BaseException:  # refused after the env stepped: follow the env's restarts, then report
+                self._episode_kl[finished] = 0.0
+                if base.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and finished.any():
+                    restarted = finished.nonzero().squeeze(1).tolist()
+                    self._start_rows(restarted, base.prompt_token_ids(restarted))
+                raise
             masks["reward_kl"] = live
         if self.mode == "policy" and finished.any():
             kl_info["episode_kl"], masks["episode_kl"] = self._episode_kl.numpy().copy(), finished

@@ -163,7 +163,26 @@ def adapter_base(name_or_path: str | os.PathLike) -> str | None:
             f"{folder / ADAPTER_CONFIG} names no base_model_name_or_path; a PEFT adapter folder loads on the base "
             f"model it names there"
         )
+    if _looks_like_path(base) and not Path(base).expanduser().exists():
+        raise FileNotFoundError(
+            f"{folder / ADAPTER_CONFIG} names base_model_name_or_path={base!r}, which does not exist (moved or "
+            f"deleted?); point it at the base model's folder"
+        )
     return base
+
+
+def adapter_chain(name_or_path: str | os.PathLike) -> tuple[list[str], str]:
+    """``(adapters, base)``: the PEFT adapter folders from ``name_or_path`` down (outermost first; empty when it is
+    no adapter) and the model at the bottom. An adapter may sit on another adapter folder (a LoRA run started from
+    a LoRA run's policy); a chain that loops is refused."""
+    adapters, current = [], str(name_or_path)
+    while (base := adapter_base(current)) is not None:
+        adapters.append(current)
+        if base in adapters or len(adapters) > 32:
+            raise ValueError(f"PEFT adapter folders {adapters} name each other as base_model_name_or_path in a loop "
+                             f"(via {base!r}); an adapter's base must lead to a model folder")
+        current = base
+    return adapters, current
 
 
 def require_peft(name: str | os.PathLike):
@@ -180,8 +199,7 @@ def require_peft(name: str | os.PathLike):
 
 def load_config(name_or_path: str | os.PathLike, what: str = "model config"):
     """``AutoConfig.from_pretrained``; for a PEFT adapter folder, its base model's config."""
-    base = adapter_base(name_or_path)
-    return load_pretrained(AutoConfig, name_or_path if base is None else base, what)
+    return load_pretrained(AutoConfig, adapter_chain(name_or_path)[1], what)
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
@@ -189,10 +207,8 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
 
     A PEFT adapter folder supplies its own tokenizer when it holds tokenizer files, else its base model's.
     """
-    base = adapter_base(name_or_path)
-    source = name_or_path
-    if base is not None and not any((Path(name_or_path) / f).is_file() for f in _TOKENIZER_FILES):
-        source = base
+    adapters, base = adapter_chain(name_or_path)
+    source = next((a for a in adapters if any((Path(a) / f).is_file() for f in _TOKENIZER_FILES)), base)
     tokenizer = load_pretrained(AutoTokenizer, source, "tokenizer")
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer of {str(name_or_path)!r} has no EOS token; a text env needs one to end episodes")
@@ -209,11 +225,12 @@ def load_causal_lm(name_or_path: str | os.PathLike, device: str | torch.device =
     stepped by :class:`IncrementalLM` like any other (an env's reference model, a sampler's LM). Its outputs equal
     the unmerged base + adapter's up to float rounding. Needs ``peft`` (an ``ImportError`` says so otherwise).
     """
-    base = adapter_base(name_or_path)
-    if base is None:
-        model = load_pretrained(AutoModelForCausalLM, name_or_path, "causal LM")
-    else:
-        model = load_adapter(load_causal_lm(base), name_or_path).merge_and_unload()
+    adapters, base = adapter_chain(name_or_path)
+    model = load_pretrained(AutoModelForCausalLM, base, "causal LM")
+    for adapter in reversed(adapters):  # the innermost first
+        model = load_adapter(model, adapter).merge_and_unload()
+    if adapters:  # what it is now: that adapter folder's model (a new LoRA adapter on it names it as its base)
+        model.name_or_path = str(name_or_path)
     return model.to(device).eval()
 
 

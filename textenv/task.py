@@ -149,7 +149,7 @@ class TextTask:
         if chat_template and not has_template:
             raise ValueError(f"chat_template=True, but the tokenizer of {self.model_name!r} has no chat template; pass "
                              f"chat_template=False (or None) to use the plain prompt tokens")
-        self.chat = has_template if chat_template is None else bool(chat_template)
+        self.chat = uses_chat_template(self.tokenizer, chat_template)
         self._check_prompt_lengths()
         self.reward: Reward = as_reward(reward_model)
         self.gold: Reward | None = None if gold_reward is None else as_reward(gold_reward)
@@ -191,18 +191,24 @@ class TextTask:
         if len(ids) > self.max_prompt_tokens:
             room = (f"; the model's context of {self.context} tokens minus max_new_tokens={self.max_new_tokens} allows "
                     f"max_prompt_tokens up to {self.context - self.max_new_tokens}") if self.context else ""
+            template = " (rendered as a user turn of the chat template, whose own tokens count too)" if self.chat else ""
             raise ValueError(
-                f"{where} of {len(ids)} tokens exceeds max_prompt_tokens={self.max_prompt_tokens}{room}: {prompt[:60]!r}"
+                f"{where} of {len(ids)} tokens{template} exceeds max_prompt_tokens={self.max_prompt_tokens}{room}: "
+                f"{prompt[:60]!r}"
             )
         return ids
 
     def _tokens(self, prompt: str) -> list[int]:
         """The prompt's token ids as the model sees them: plain, or rendered as a user turn of the chat template."""
-        if not self.chat:
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                 tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        ids = prompt_token_ids(self.tokenizer, prompt, self.chat, self.model_name)
+        bad = [t for t in ids if t >= self.vocab_size]
+        if bad:
+            raise ValueError(
+                f"prompt {prompt[:40]!r} encodes to token id {bad[0]}, outside the model's vocabulary of "
+                f"{self.vocab_size} ({self.model_name}): the tokenizer has tokens the model has no embeddings for"
+                f"{' (the chat template uses them: pass chat_template=False)' if self.chat else ''}"
+            )
+        return ids
 
     def is_stop(self, token: int) -> bool:
         """Whether ``token`` ends the episode (EOS, or the chat template's end of turn)."""
@@ -228,6 +234,29 @@ class TextTask:
         return any(stop in completion for stop in self.stop_strings)
 
 
+def prompt_token_ids(tokenizer, prompt: str, chat: bool, model_name: str = "the model") -> list[int]:
+    """A prompt's token ids as a policy sees them: its plain tokens, or (``chat``) the prompt rendered as one user
+    turn of the tokenizer's chat template followed by the assistant's header (``add_generation_prompt=True``).
+    What the env feeds, and what SFT and DPO train on."""
+    if not chat:
+        return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    try:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True)
+    except Exception as error:  # jinja's TemplateError, or what the template raises itself
+        raise ValueError(
+            f"the chat template of {model_name!r} cannot render a prompt as a single user turn ({error}); pass "
+            f"chat_template=False to use the prompt's plain tokens"
+        ) from error
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def uses_chat_template(tokenizer, chat_template: bool | None = None) -> bool:
+    """Whether prompts are rendered with the tokenizer's chat template: ``chat_template``, or, when None, whether
+    the tokenizer has one (the env's default)."""
+    return bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else bool(chat_template)
+
+
 def end_of_turn_ids(tokenizer) -> tuple[int, ...]:
     """The special token(s) the tokenizer's chat template closes an assistant turn with (``<|im_end|>`` in ChatML,
     ``<|eot_id|>`` in Llama 3, ``<end_of_turn>`` in Gemma): the first token after a rendered assistant message, when
@@ -236,8 +265,11 @@ def end_of_turn_ids(tokenizer) -> tuple[int, ...]:
     if not getattr(tokenizer, "chat_template", None):
         return ()
     marker = "textenv-end-of-turn-probe"
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False)
+    try:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:  # a template that renders no assistant turn (or needs more): no end-of-turn token to find
+        return ()
     after = rendered.split(marker, 1)[1] if marker in rendered else ""
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}

@@ -368,11 +368,11 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
                 settings.train_policy = iteration >= warmup_iterations
                 extra = extra_loss_factory(policy, rng) if extra_loss_factory else None
                 update = ppo_update(policy, optimizer, batch, settings, rng, extra)
-                bad = first_nonfinite(dict(policy.named_parameters()), "weight")
+                bad = first_nonfinite({n: p for n, p in policy.named_parameters() if p.requires_grad}, "weight")
                 bad = bad and f"{bad} is NaN/inf"
                 if bad is None:  # finite weights can still be too large: ~1e20 makes attention scores overflow
                     with torch.no_grad():
-                        rows = {k: v[:4] for k, v in batch.items()}
+                        rows = {k: v[:1] for k, v in batch.items()}  # blown-up weights show in any row
                         if not bool(torch.isfinite(policy.evaluate(rows, entropy_grad=False).logprob[rows["mask"]]).all()):
                             bad = "the policy's log-probs of its own actions are NaN/inf"
                 if bad is not None:

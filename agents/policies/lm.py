@@ -165,7 +165,14 @@ class LMPolicy(nn.Module):
             source, training = getattr(model, "name_or_path", None), model.training
             with warnings.catch_warnings():  # GPT-2's Conv1D layers: peft sets fan_in_fan_out itself, and says so
                 warnings.filterwarnings("ignore", "fan_in_fan_out is set to False", UserWarning)
-                model = get_peft_model(model, peft_config).train(training)  # new LoRA modules: the model's mode
+                try:
+                    model = get_peft_model(model, peft_config).train(training)  # new LoRA modules: the model's mode
+                except ValueError as error:  # peft: no module of the model matches the target names
+                    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)
+                                     or type(m).__name__ == "Conv1D"})
+                    raise ValueError(f"lora_target_modules={lora.lora_target_modules!r} does not fit "
+                                     f"{type(model).__name__}: {' '.join(str(error).split())}; its linear layers are "
+                                     f"named {linear} (or use all-linear)") from None
             if source:  # the adapter's base is the model as loaded (an adapter folder merged: that folder)
                 local = Path(source)
                 model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else source
@@ -179,6 +186,7 @@ class LMPolicy(nn.Module):
             nn.init.zeros_(self.value_head.bias)
         self._sampler: LMSampler | None = None
         self.generator: torch.Generator | None = None
+        self._head_on_completion: bool | None = None  # the LM head applied at completion positions only (checked once)
         self.gradient_checkpointing = bool(gradient_checkpointing)
         if self.gradient_checkpointing:  # transformers 5 renamed it; 4.x has the old name only
             if hasattr(model, "activation_checkpointing_enable"):
@@ -218,7 +226,10 @@ class LMPolicy(nn.Module):
         ``model=`` (the adapter merged) and, through :meth:`from_pretrained`, back into a LoRA policy."""
         from textenv.lm import save_pretrained
 
-        path = save_pretrained(self.model, path)
+        with warnings.catch_warnings():  # peft looks for a config.json in the base to compare vocabularies; an
+            # adapter on an adapter folder (a LoRA run started from one) has none there, and the vocabulary is the same
+            warnings.filterwarnings("ignore", "Could not find a config file in", UserWarning)
+            path = save_pretrained(self.model, path)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
         if self.value_head is not None:
@@ -283,20 +294,46 @@ class LMPolicy(nn.Module):
         if recompute:  # Hugging Face checkpoints layers in train mode only; dropout is off, so outputs are unchanged
             self.model.train()
         try:
-            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=want_values, use_cache=False)
+            logits, last_hidden = self._completion_logits(ids, mask, prompt_len, T, want_values)  # (B, T, V)
         finally:
             if recompute:
                 self.model.eval()
-        logits = at_completion(out.logits, prompt_len, T)  # (B, T, V)
         logprobs = torch.log_softmax(logits.float() / self.temperature, -1)  # (B, T, V)
         logprob = logprobs.gather(-1, actions.long()[..., None]).squeeze(-1)  # (B, T)
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(logprobs.exp() * logprobs).sum(-1)  # (B, T)
         value = None
         if want_values:
-            hidden = at_completion(out.hidden_states[-1], prompt_len, T)  # (B, T, H), the trunk's last hidden state
+            hidden = at_completion(last_hidden, prompt_len, T)  # (B, T, H), the trunk's last hidden state
             value = self.value_head(hidden.float()).squeeze(-1)  # (B, T)
         return Evaluation(logprob, entropy, value)
+
+    def _completion_logits(self, ids, mask, prompt_len, T: int, want_hidden: bool):
+        """Logits where the completion tokens are predicted, ``(B, T, V)``, and (``want_hidden``) the trunk's last
+        hidden state ``(B, L, H)``.
+
+        The LM head runs on those ``T`` positions only, not on the prompt's (whose logits no loss reads; with a
+        49,152-word vocabulary the head is a fifth of a small model's update): the trunk's last hidden state comes
+        from a forward with ``logits_to_keep=1`` and the head is applied where needed. On the first call that is
+        checked against the model's own last-position logits; a model whose head is more than its output
+        embedding (logit soft-capping, scaling) fails the check and gets full logits from then on.
+        """
+        if self._head_on_completion is not False:
+            try:
+                out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
+                                 logits_to_keep=1)
+            except TypeError:  # a model without logits_to_keep
+                self._head_on_completion = False
+            else:
+                hidden, head = out.hidden_states[-1], self.model.get_output_embeddings()
+                if self._head_on_completion is None:
+                    with torch.no_grad():
+                        self._head_on_completion = head is not None and torch.allclose(
+                            head(hidden[:, -1:]).float(), out.logits[:, -1:].float(), rtol=1e-4, atol=1e-4)
+                if self._head_on_completion:
+                    return head(at_completion(hidden, prompt_len, T)), hidden
+        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden, use_cache=False)
+        return at_completion(out.logits, prompt_len, T), (out.hidden_states[-1] if want_hidden else None)
 
 
 def _is_peft(model) -> bool:
@@ -318,18 +355,25 @@ def load_policy(source: str | os.PathLike, lora: LoRASettings | None, checkpoint
 
 
 def sequence_batch(tokenizer, prompts: list[str], completions: list[str], add_eos: bool = False,
-                   max_length: int | None = None) -> dict[str, torch.Tensor]:
+                   max_length: int | None = None, chat_template: bool | None = None) -> dict[str, torch.Tensor]:
     """Tokenize ``prompt + completion`` pairs into the batch :meth:`LMPolicy.evaluate` reads (``mask`` marks the
-    completion tokens; with ``add_eos`` the EOS token is appended, so that stopping is learned too).
+    completion tokens; with ``add_eos`` the token that ends an episode is appended, so that stopping is learned
+    too: the chat template's end of turn, else EOS).
 
-    Prompt and completion are tokenized separately, as the env does (a prompt's tokens are what the policy saw).
+    Prompt and completion are tokenized separately, as the env does (a prompt's tokens are what the policy saw):
+    with ``chat_template`` (None: when the tokenizer has one, the env's default) the prompt is rendered as a user
+    turn (:func:`textenv.task.prompt_token_ids`).
     """
+    from textenv.task import end_of_turn_ids, prompt_token_ids, uses_chat_template
+
     if len(prompts) != len(completions) or not prompts:
         raise ValueError(f"need as many prompts as completions (at least one), got {len(prompts)} and {len(completions)}")
-    p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    chat = uses_chat_template(tokenizer, chat_template)
+    p_ids = [prompt_token_ids(tokenizer, p, chat) for p in prompts]
     c_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
     if add_eos:
-        c_ids = [c + [tokenizer.eos_token_id] for c in c_ids]
+        stop = (end_of_turn_ids(tokenizer) if chat else ()) or (tokenizer.eos_token_id,)
+        c_ids = [c + [stop[0]] for c in c_ids]
     rows = []
     for i, (p, c) in enumerate(zip(p_ids, c_ids)):
         if not p:

@@ -342,3 +342,30 @@ def test_gradient_checkpointing_gives_the_same_values_and_gradients(tiny_lm, lor
 def test_gradient_checkpointing_must_be_a_bool():
     with pytest.raises(ValueError, match="gradient_checkpointing='yes' must be True or False"):
         LoRASettings(gradient_checkpointing="yes").check_lora()
+
+
+def test_a_lora_run_started_from_a_lora_policy_keeps_both_adapters(tiny_lm, tmp_path):
+    """SFT with LoRA, then RL with a new LoRA adapter on that result: the second adapter's base is the first
+    adapter folder (merged), so the saved policy reloads, as a policy and as an env's model, with both adapters."""
+    first = LMPolicy.from_pretrained(tiny_lm, lora=LoRASettings(lora_r=4))
+    _sft_step(first)
+    first.save_pretrained(tmp_path / "a1")
+    second = LMPolicy.from_pretrained(tmp_path / "a1", lora=LoRASettings(lora_r=4))
+    _sft_step(second)
+    second.save_pretrained(tmp_path / "a2")
+    config = json.loads((tmp_path / "a2" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((tmp_path / "a1").resolve())
+    batch = _batch(second)
+    with torch.no_grad():
+        expected = second.evaluate(batch).logprob
+        resumed = LMPolicy.from_pretrained(tmp_path / "a2").evaluate(batch).logprob  # adapter 2 on merged adapter 1
+        merged = LMPolicy(load_causal_lm(tmp_path / "a2")).evaluate(batch).logprob  # what an env's model= loads
+        without_first = LMPolicy(load_causal_lm(tiny_lm)).evaluate(batch).logprob
+    torch.testing.assert_close(resumed, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(merged, expected, rtol=1e-5, atol=1e-5)
+    assert (without_first - expected).abs().max() > 1e-2  # the adapters did change the model
+
+
+def test_target_modules_the_model_lacks_are_refused_naming_the_ones_it_has(tiny_lm):
+    with pytest.raises(ValueError, match=r"lora_target_modules=\('nope',\) does not fit GPT2LMHeadModel.*'c_attn'"):
+        LMPolicy.from_pretrained(tiny_lm, lora=LoRASettings(lora_r=4, lora_target_modules=("nope",)))

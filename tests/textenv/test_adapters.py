@@ -164,3 +164,28 @@ def test_a_lora_reward_model_adapter_folder_is_an_envs_reward_model(base_dir, rm
     again = HFRewardModel(rm_adapter_dir, normalize=False)(PROMPTS[:2], completions)
     assert list(again) == list(expected)  # the head is the saved one, not a fresh random init
     env.close()
+
+
+def test_an_adapter_whose_base_moved_names_its_config(adapter_dir, tmp_path):
+    import shutil
+
+    moved = tmp_path / "adapter"
+    shutil.copytree(adapter_dir, moved)
+    config = json.loads((moved / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "gone")
+    (moved / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match=r"adapter_config.json names base_model_name_or_path=.*gone.*does not exist"):
+        load_config(moved)
+
+
+def test_adapters_that_name_each_other_are_refused(adapter_dir, tmp_path):
+    import shutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, base in ((a, b), (b, a)):
+        shutil.copytree(adapter_dir, folder)
+        config = json.loads((folder / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = str(base)
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="in a loop"):
+        load_tokenizer(a)

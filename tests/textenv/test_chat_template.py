@@ -4,30 +4,12 @@ does, and rewards see the text the user would see (the prompt as given, the comp
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from textenv.task import TextTask, end_of_turn_ids
 
 ID = "textenv/Sentiment-v1"
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-@pytest.fixture(scope="module")
-def chat_lm(lm_dir, tmp_path_factory):
-    """The built-in LM with ChatML's two special tokens added (embeddings resized) and a ChatML template."""
-    from textenv.lm import load_causal_lm, load_tokenizer
-
-    tokenizer = load_tokenizer(lm_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.chat_template = CHATML
-    model = load_causal_lm(lm_dir)
-    torch.manual_seed(0)
-    model.resize_token_embeddings(len(tokenizer))
-    out = tmp_path_factory.mktemp("chat-lm")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 class Recorder:
@@ -98,7 +80,8 @@ def test_the_built_in_world_has_no_template_and_is_unchanged(lm_dir):
 
 
 def test_a_prompt_too_long_once_rendered_is_refused_at_construction(chat_lm):
-    with pytest.raises(ValueError, match=r"prompts\[0\] of \d+ tokens exceeds max_prompt_tokens=8"):
+    with pytest.raises(ValueError, match=r"prompts\[0\] of \d+ tokens \(rendered as a user turn of the chat "
+                                         r"template.*exceeds max_prompt_tokens=8"):
         TextTask(model=str(chat_lm), reward_model=Recorder(), prompts=["the film was"], max_prompt_tokens=8)
 
 
@@ -116,3 +99,53 @@ def test_smollm2_renders_its_own_template_and_stops_on_im_end(smollm2_path):
     env.step(yes)
     _, _, terminated, _, info = env.step(im_end)
     assert terminated and reward.seen == [("Say yes.", "Yes")]
+
+
+def test_a_template_that_cannot_render_a_user_turn_says_how_to_turn_it_off(chat_lm, tmp_path):
+    from textenv.lm import load_tokenizer
+
+    tokenizer = load_tokenizer(chat_lm)
+    tokenizer.chat_template = ("{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system message is "
+                               "required') }}{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    tokenizer.save_pretrained(chat_lm.parent / "needs-system")
+    import shutil
+
+    folder = tmp_path / "needs-system"
+    shutil.copytree(chat_lm, folder)
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"cannot render a prompt as a single user turn .*chat_template=False"):
+        TextTask(model=str(folder), reward_model=Recorder(), prompts=["the film was"])
+    assert not TextTask(model=str(folder), reward_model=Recorder(), prompts=["the film was"], chat_template=False).chat
+
+
+def test_sft_and_dpo_batches_render_prompts_as_the_env_does(chat_lm):
+    from agents.policies.lm import sequence_batch
+    from textenv.lm import load_tokenizer
+
+    tokenizer = load_tokenizer(chat_lm)
+    env_ids = TextTask(model=str(chat_lm), reward_model=Recorder(), prompts=["the film was"]).encode_prompt("the film was")
+    batch = sequence_batch(tokenizer, ["the film was"], [" good"], add_eos=True)
+    P = int(batch["prompt_len"][0])
+    assert batch["input_ids"][0, :P].tolist() == env_ids
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert batch["actions"][0][batch["mask"][0]].tolist()[-1] == end  # the turn ends as the env's episode does
+    plain = sequence_batch(tokenizer, ["the film was"], [" good"], add_eos=True, chat_template=False)
+    assert plain["input_ids"][0, : int(plain["prompt_len"][0])].tolist() == tokenizer("the film was",
+                                                                                     add_special_tokens=False)["input_ids"]
+
+
+def test_template_tokens_the_model_has_no_embeddings_for_are_refused(lm_dir, tmp_path):
+    """A tokenizer given ChatML's tokens without resizing the model: the rendered prompt holds ids past the
+    vocabulary, which the observation space and the model cannot take."""
+    import shutil
+
+    from textenv.lm import load_tokenizer
+
+    folder = tmp_path / "unresized"
+    shutil.copytree(lm_dir, folder)
+    tokenizer = load_tokenizer(lm_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"token id 20\d\d, outside the model's vocabulary of 2048.*chat_template=False"):
+        TextTask(model=str(folder), reward_model=Recorder(), prompts=["the film was"])

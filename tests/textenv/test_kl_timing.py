@@ -199,3 +199,81 @@ def test_a_passed_reference_module_is_not_frozen_or_switched_to_eval(base_lm):
     env = gym.make_vec(ID, num_envs=1, kl_coef=0.1, ref_model=module, reward_model=length_reward)
     assert env.ref_model is module and module.training
     assert all(p.requires_grad for p in module.parameters())
+
+
+def test_a_sync_vector_env_of_single_envs_carries_per_token_values_of_any_length():
+    """Gymnasium's SyncVectorEnv stacks array infos to the first env's shape; the per-token values are lists, so
+    episodes of different lengths ending in the same step keep their own lengths, and run_episodes spreads them."""
+    from agents.policies.base import Act
+
+    class Scripted:
+        """Words, and EOS at the steps of ``EOS``: env 0's second episode (after the SyncVectorEnv's next-step
+        autoreset) ends in the same step as env 1's first, 2 and 4 tokens long; fixed random log-probs."""
+
+        EOS = {0: (0, 3), 1: (3,), 2: (4,)}
+
+        def __init__(self, task):
+            self.task, self.t = task, 0
+            self.logprobs = torch.log_softmax(torch.randn(3, task.vocab_size, generator=torch.Generator().manual_seed(0)), -1)
+
+        def act(self, obs):
+            word = (self.task.eos_token_id + 1) % self.task.vocab_size
+            action = torch.tensor([self.task.eos_token_id if self.t in self.EOS[i] else word for i in range(3)])
+            self.t += 1
+            return Act(action, self.logprobs.gather(1, action[:, None]).squeeze(1), None, self.logprobs)
+
+    batches = {}
+    for timing in ("step", "end"):
+        env = gym.make_vec(ID, num_envs=3, vectorization_mode="sync", kl_coef=0.1, kl_timing=timing,
+                           max_new_tokens=6, reward_model=length_reward)
+        batches[timing] = run_episodes(env, Scripted(env.envs[0].unwrapped.task), seed=0)
+    step, end = batches["step"], batches["end"]
+    assert end.lengths.tolist() == [1, 4, 5]
+    for i, info in enumerate(end.infos):
+        assert len(info["reward_kl_tokens"]) == int(end.lengths[i])
+    assert (step.rewards[:-1] != 0).any()
+    torch.testing.assert_close(end.rewards, step.rewards, rtol=1e-5, atol=1e-5)
+
+
+def test_an_episode_cut_outside_the_kl_wrapper_warns_that_its_kl_was_dropped():
+    env = gym.make(ID, kl_coef=0.5, kl_timing="end", max_new_tokens=8, max_episode_steps=2, reward_model=length_reward)
+    env.reset(seed=0)
+    V = env.unwrapped.task.vocab_size
+    word = (env.unwrapped.task.eos_token_id + 1) % V
+    for _ in range(2):
+        textenv.supply_policy_logprobs(env, torch.full((V,), -math.log(V)))
+        _, _, terminated, truncated, _ = env.step(word)
+    assert truncated and not terminated  # the TimeLimit around the env cut it
+    with pytest.warns(RuntimeWarning, match=r"kl_timing='end': env\(s\) \[0\] restarted in the middle of an episode"):
+        env.reset(seed=1)
+
+
+def test_after_a_refusal_at_the_episode_end_the_next_episodes_score_normally(base_lm):
+    class ForbidOnce(torch.nn.Module):
+        """The base LM; the first teacher-forced pass gives token 7 probability 0."""
+
+        def __init__(self):
+            super().__init__()
+            self.lm, self.config, self.calls = base_lm, base_lm.config, 0
+
+        def forward(self, **kwargs):
+            out = self.lm(**kwargs)
+            self.calls += 1
+            if self.calls == 1:
+                out.logits[..., 7] = -math.inf
+            return out
+
+    env = gym.make_vec(ID, num_envs=1, kl_coef=0.1, kl_timing="end", max_new_tokens=2, reward_model=length_reward,
+                       ref_model=ForbidOnce())
+    env.reset(seed=0)
+    V = env.unwrapped.task.vocab_size
+    uniform = torch.full((1, V), -math.log(V))
+    textenv.supply_policy_logprobs(env, uniform)
+    env.step(np.array([7]))
+    textenv.supply_policy_logprobs(env, uniform)
+    with pytest.raises(ValueError, match="probability 0"):
+        env.step(np.array([8]))
+    for t in range(2):  # the env restarted the row (same-step autoreset): the wrapper follows it
+        textenv.supply_policy_logprobs(env, uniform)
+        _, _, terminated, _, info = env.step(np.array([8]))
+    assert terminated[0] and len(info["final_info"]["kl_tokens"][0]) == 2
