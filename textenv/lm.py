@@ -285,13 +285,21 @@ class IncrementalLM:
             raise ValueError(f"reset_rows got rows {rows.tolist()}; expected distinct row indices in [0, {self.batch_size})")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("reset_rows got an empty prompt; every row needs at least one token")
-        ids, mask = pad_batch(prompts, self.pad_token_id, "left", self.device)  # (R, P): last column = last prompt token
+        # identical prompts (a group of K completions of one prompt) are prefilled once and their cache rows repeated
+        unique: dict[tuple[int, ...], int] = {}
+        copy_of = torch.tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts], device=self.device)  # (R,)
+        ids, mask = pad_batch(list(unique), self.pad_token_id, "left", self.device)  # (U, P): last column = last token
         P = ids.shape[1]
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (R, P)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, P)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
         )
-        logprobs = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (R, V)
+        logprobs = F.log_softmax(out.logits[:, -1].float(), dim=-1)[copy_of]  # (R, V)
+        mask = mask[copy_of]  # (R, P)
+        if len(unique) < len(prompts):
+            for layer in out.past_key_values.layers:
+                for name in ("keys", "values"):
+                    setattr(layer, name, getattr(layer, name)[copy_of])  # (R, H, P, D)
         if self.next_logprobs is None:
             self.next_logprobs = torch.zeros(self.batch_size, logprobs.shape[-1], device=self.device)
         self.next_logprobs[rows] = logprobs

@@ -132,3 +132,35 @@ def test_our_saves_show_no_shard_progress_bars(tiny, tmp_path, capfd):
     assert save_pretrained(tiny, tmp_path / "m") == tmp_path / "m" and (tmp_path / "m" / "config.json").exists()
     assert "Writing" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()  # switched back on afterwards
+
+
+def test_identical_prompts_are_prefilled_once_and_each_row_then_goes_its_own_way(tiny):
+    """A group of completions of one prompt (GRPO's K): one prefill row per distinct prompt, the cache rows copied;
+    every row then matches a full forward of its own sequence, also when it restarts later (a splice)."""
+    batches = []
+    hook = tiny.register_forward_hook(lambda module, args, kwargs, out: batches.append(kwargs["input_ids"].shape)
+                                      if "input_ids" in kwargs else None,
+                                      with_kwargs=True)
+    try:
+        _group_prefill(tiny, batches)
+    finally:
+        hook.remove()
+
+
+def _group_prefill(tiny, batches):
+    seqs = [[5, 6, 7], [5, 6, 7], [8, 9], [5, 6, 7]]
+    inc = IncrementalLM(tiny, 4, pad_token_id=0)
+    inc.reset_rows([0, 1, 2, 3], [list(s) for s in seqs])
+    assert batches[-1] == (2, 3)  # two distinct prompts prefilled
+    g = torch.Generator().manual_seed(1)
+    for t in range(6):
+        tokens = torch.randint(1, 97, (4,), generator=g)
+        for s, k in zip(seqs, tokens.tolist()):
+            s.append(k)
+        inc.step(tokens)
+        if t == 2:  # two rows restart with the same new prompt
+            seqs[1], seqs[3] = [3, 4], [3, 4]
+            inc.reset_rows([1, 3], [[3, 4], [3, 4]])
+            assert batches[-1] == (1, 2)
+        for i, s in enumerate(seqs):
+            assert (inc.next_logprobs[i] - _full(tiny, s)).abs().max() < 1e-4, (t, i)
