@@ -32,7 +32,7 @@ When the reference runs, ``kl_timing`` (reported in ``info["kl_timing"]``):
   reward carries its own ``-β·KL_t``.
 * ``"end"``: nothing runs while the episode goes on; when it ends, the reference scores the whole completion in
   one teacher-forced pass (batched over the envs that finish together), giving the same per-token values (to
-  float rounding, ~1e-6: the same model without the KV cache). Their sum is added to the **last** step's
+  float rounding, within 1e-5: the same model without the KV cache). Their sum is added to the **last** step's
   reward; ``info`` there holds the per-token values, ``kl_tokens`` and ``reward_kl_tokens`` (lists of floats; in
   the batched env, object arrays with one float array per env), and ``reward_kl`` (the sum added). Earlier steps carry ``reward_kl = 0``. At real model sizes a one-token
   forward costs as much as reading all the weights, so the step mode's reference costs about as much as the

@@ -167,21 +167,25 @@ def test_missing_or_bad_supply_is_refused_before_the_step_with_end_timing():
     assert torch.equal(env.unwrapped.gen_len, before)  # nothing stepped
 
 
-def test_a_reference_forbidding_a_sampled_token_is_named_at_the_episode_end(base_lm):
-    class Forbid(torch.nn.Module):
-        """The base LM with token 7 impossible."""
+class Forbid(torch.nn.Module):
+    """A reference that gives token 7 probability 0: in every pass, or (``passes``) in the first ones only."""
 
-        def __init__(self):
-            super().__init__()
-            self.lm, self.config = base_lm, base_lm.config
+    def __init__(self, lm, passes: int | None = None):
+        super().__init__()
+        self.lm, self.config, self.passes = lm, lm.config, passes
 
-        def forward(self, **kwargs):
-            out = self.lm(**kwargs)
+    def forward(self, **kwargs):
+        out = self.lm(**kwargs)
+        if self.passes is None or self.passes > 0:
             out.logits[..., 7] = -math.inf
-            return out
+        if self.passes is not None:
+            self.passes -= 1
+        return out
 
+
+def test_a_reference_forbidding_a_sampled_token_is_named_at_the_episode_end(base_lm):
     env = gym.make_vec(ID, num_envs=1, kl_coef=0.1, kl_timing="end", max_new_tokens=2, reward_model=length_reward,
-                       ref_model=Forbid())
+                       ref_model=Forbid(base_lm))
     env.reset(seed=0)
     V = env.unwrapped.task.vocab_size
     textenv.supply_policy_logprobs(env, torch.full((1, V), -math.log(V)))
@@ -249,22 +253,8 @@ def test_an_episode_cut_outside_the_kl_wrapper_warns_that_its_kl_was_dropped():
 
 
 def test_after_a_refusal_at_the_episode_end_the_next_episodes_score_normally(base_lm):
-    class ForbidOnce(torch.nn.Module):
-        """The base LM; the first teacher-forced pass gives token 7 probability 0."""
-
-        def __init__(self):
-            super().__init__()
-            self.lm, self.config, self.calls = base_lm, base_lm.config, 0
-
-        def forward(self, **kwargs):
-            out = self.lm(**kwargs)
-            self.calls += 1
-            if self.calls == 1:
-                out.logits[..., 7] = -math.inf
-            return out
-
     env = gym.make_vec(ID, num_envs=1, kl_coef=0.1, kl_timing="end", max_new_tokens=2, reward_model=length_reward,
-                       ref_model=ForbidOnce())
+                       ref_model=Forbid(base_lm, passes=1))
     env.reset(seed=0)
     V = env.unwrapped.task.vocab_size
     uniform = torch.full((1, V), -math.log(V))
