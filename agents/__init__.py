@@ -16,7 +16,7 @@ The house, imports running one way (each folder imports only those above it):
 ```
 agents/policies/  the policy protocol, MLP and LM policies, the KV-cache sampler, SB3 glue
 agents/core/      advantages, losses, the rollout, the PPO update, the on-policy loop, run directories
-agents/text/      PPO, REINFORCE/RLOO/GRPO, SFT, DPO, best-of-N, the RLHF pipeline
+agents/text/      PPO, REINFORCE/RLOO/GRPO (and DAPO, Dr. GRPO, GSPO, CISPO), SFT, DPO, best-of-N, evaluation, RLHF
 agents/control/   PPO for MuJoCo control
 agents/offline/   BC, TD3+BC, CQL, IQL, Decision Transformer; datasets; offline-to-online
 agents/cli/       the `textenv` command, the benchmark, the throughput harness

@@ -8,7 +8,9 @@ the tests. The figure kept is the kill rate over the non-equivalent mutants (tar
     OMP_NUM_THREADS=1 python benchmarks/mutation.py --modules agents/core/advantages.py agents/core/losses.py
 
 Each module runs in a temporary copy of the repository (mutmut writes a ``mutants/`` folder next to the code),
-so the working tree is never touched; the table goes to stdout and to ``benchmarks/results/mutation.md``.
+so the working tree is never touched; the table goes to stdout and to ``benchmarks/results/mutation.md``, where the
+modules of this run replace their earlier rows and the other modules' rows stay, each with the date it was measured
+(``--fresh`` drops them).
 Tool: mutmut 3.8 (``pip install mutmut==3.8.1``): it runs each mutant through pytest, only on the tests that
 call the mutated function, forking from a warm pytest process (the 235 mutants of advantages.py take ≈ 100 s
 on one core of a 2-core machine).
@@ -45,12 +47,23 @@ MODULE_TESTS = {
     "agents/offline/losses.py": ["tests/agents/test_offline.py", "tests/agents/test_mutation_kills.py",
                                  "-m", "not slow"],
     "textenv/kl.py": ["tests/textenv/test_kl.py", "tests/textenv/test_kl_batch.py",
-                      "tests/textenv/test_kl_controller.py", "tests/textenv/test_kl_wrappers.py", "-m", "not slow"],
-    "textenv/lm.py": ["tests/textenv/test_lm.py", "-m", "not slow"],
+                      "tests/textenv/test_kl_controller.py", "tests/textenv/test_kl_wrappers.py",
+                      "tests/textenv/test_kl_timing.py", "tests/textenv/test_mutation_kills_textenv.py",
+                      "-m", "not slow"],
+    "textenv/lm.py": ["tests/textenv/test_lm.py", "tests/textenv/test_adapters.py",
+                      "tests/textenv/test_mutation_kills_textenv.py", "-m", "not slow"],
+    # test_judge_chat's SmolLM2 test (6 s, a model-quality check) is left out: it would run for every judge mutant
     "textenv/rewards/": ["tests/textenv/test_rewards.py", "tests/textenv/test_reward_errors.py",
-                         "tests/textenv/test_reward_zoo.py", "tests/textenv/test_hf_reward.py", "-m", "not slow"],
-    "textenv/vector_env.py": ["tests/textenv/test_vector_env.py", "-m", "not slow"],
-    "robotics/randomization.py": ["tests/robotics/test_randomization.py", "-m", "not slow"],
+                         "tests/textenv/test_reward_zoo.py", "tests/textenv/test_hf_reward.py",
+                         "tests/textenv/test_judge_chat.py", "tests/textenv/test_adapters.py",
+                         "tests/textenv/test_mutation_kills_textenv.py",
+                         "--deselect",
+                         "tests/textenv/test_judge_chat.py::test_smollm2_judge_prefers_praise_to_complaint",
+                         "-m", "not slow"],
+    "textenv/vector_env.py": ["tests/textenv/test_vector_env.py", "tests/textenv/test_mutation_kills_textenv.py",
+                              "-m", "not slow"],
+    "robotics/randomization.py": ["tests/robotics/test_randomization.py",
+                                  "tests/robotics/test_mutation_kills_robotics.py", "-m", "not slow"],
 }
 
 # Survivors judged equivalent, matched on (module, original line, mutated line) with blanks removed, so an entry stops
@@ -60,6 +73,25 @@ MODULE_TESTS = {
 _GAE_ROUNDING = ("rounding only: the recursion runs in float64 instead of the values' float32 and the result is cast "
                  "back to the values' dtype at the end")
 _ADV, _LOSSES = "agents/core/advantages.py", "agents/core/losses.py"
+_REWARDS = "textenv/rewards/"
+_NEGATIVE_RESHAPE = "numpy reads any negative size as the one unknown dimension: the same flattening as -1"
+_LOADED_STATS_DTYPE = ("the loaded mean and m2 enter only float arithmetic (÷ count, subtracted from float scores, "
+                       "RunningMeanStd's update): an int array from whole-number JSON gives the same values")
+_JOIN_XX = ("both sides are lowercased first, so 'XX XX' (capital X) never occurs inside a word: joining with it "
+            "tells word lists apart exactly as a space does, and the comparison is unchanged")
+_RSTRIP_XX = "after `lower()` there is no capital X left to strip: the same characters are stripped"
+_TOLIST = ("scores are one float per completion (the reward protocol): iterating a 1-D array or tensor gives scalars "
+           "whose float() equals the floats of `.tolist()`")
+_BATCH_DEFAULT = ("a default batch size only groups texts into forwards: each score is read from its own row "
+                  "(tested batch-invariant)")
+_CAUSAL_RIGHT_PADDING = ("right padding: in a causal trunk (every model with a `score` head) the last real token "
+                         "attends only to the real tokens before it, and position ids count from 0 either way "
+                         "(checked: identical hidden states)")
+_USE_CACHE_DISCARDED = ("a forward reads the cache it is given whatever use_cache says; use_cache only decides whether "
+                        "it returns an updated one, which is discarded")
+_STACKLEVEL = ("which frame the truncation warning names: mutmut's trampolines add a frame to every call, so under "
+               "mutmut no test can see the frame a user sees")
+_NEEDS_CUDA = "needs CUDA: a model on another device than the CPU"
 EQUIVALENT: list[tuple[str, str, str, str]] = [
     (_ADV, "r, nv = rewards.detach().cpu().numpy().astype(v.dtype), next_value.detach().cpu().numpy().astype(v.dtype)",
      "r, nv = rewards.detach().cpu().numpy().astype(None), next_value.detach().cpu().numpy().astype(v.dtype)",
@@ -89,6 +121,136 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      "weight = torch.where(diff <= 0, 1.0 - tau, tau)",
      ("the weight at u = 0 multiplies u² = 0 (and its gradient 2u = 0): either weight gives the same loss and "
       "gradient")),
+    ("robotics/randomization.py",
+     "self._queue.append(np.array(action, copy=True))  # the caller may reuse its buffer",
+     "self._queue.append(np.array(action, ))  # the caller may reuse its buffer",
+     "`copy=True` is `np.array`'s default: dropping it still copies"),
+    (_REWARDS, 'array = np.asarray(values, dtype=np.float64).reshape(-1)',
+     'array = np.asarray(values, dtype=np.float64).reshape(-2)', _NEGATIVE_RESHAPE),
+    (_REWARDS, 'self.stats.mean = np.array(state["mean"], dtype=float)',
+     'self.stats.mean = np.array(state["mean"], dtype=None)', _LOADED_STATS_DTYPE),
+    (_REWARDS, 'self.stats.mean = np.array(state["mean"], dtype=float)',
+     'self.stats.mean = np.array(state["mean"], )', _LOADED_STATS_DTYPE),
+    (_REWARDS, 'self.stats.var = np.array(state["m2"], dtype=float) / count',
+     'self.stats.var = np.array(state["m2"], dtype=None) / count', _LOADED_STATS_DTYPE),
+    (_REWARDS, 'self.stats.var = np.array(state["m2"], dtype=float) / count',
+     'self.stats.var = np.array(state["m2"], ) / count', _LOADED_STATS_DTYPE),
+    (_REWARDS, 'return " ".join(text.lower().strip().rstrip(".!").split())',
+     'return "XX XX".join(text.lower().strip().rstrip(".!").split())', _JOIN_XX),
+    (_REWARDS, 'return " ".join(text.lower().strip().rstrip(".!").split())',
+     'return " ".join(text.lower().strip().rstrip("XX.!XX").split())', _RSTRIP_XX),
+    (_REWARDS, 'if hasattr(scores, "tolist"):',
+     'if hasattr(scores, "XXtolistXX"):', _TOLIST),
+    (_REWARDS, 'if hasattr(scores, "tolist"):',
+     'if hasattr(scores, "TOLIST"):', _TOLIST),
+    (_REWARDS, 'if hasattr(scores, "tolist"):',
+     'if hasattr(None, "tolist"):', _TOLIST),
+    (_REWARDS, 'architectures = getattr(config, "architectures", None) or []',
+     'architectures = getattr(config, "architectures", ) or []',
+     "every PretrainedConfig defines `architectures` (None when unknown)"),
+    (_REWARDS, 'head = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(trunk))',
+     'head = sorted(k for k in info.get("missing_keys", None) if not k.startswith(trunk))',
+     "transformers' loading info always holds `missing_keys`"),
+    (_REWARDS, 'head = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(trunk))',
+     'head = sorted(k for k in info.get("missing_keys", ) if not k.startswith(trunk))',
+     "transformers' loading info always holds `missing_keys`"),
+    (_REWARDS, 'batch_size: int = 64,',
+     'batch_size: int = 65,', _BATCH_DEFAULT),
+    (_REWARDS, 'def from_loaded(cls, model, tokenizer, name: str = "in-memory reward model", device="cpu",'
+     ' batch_size: int = 64,',
+     'def from_loaded(cls, model, tokenizer, name: str = "in-memory reward model", device="cpu", batch_size: int = 65,',
+     _BATCH_DEFAULT),
+    (_REWARDS, 'self._warned_truncation = False',
+     'self._warned_truncation = None', "None and False are both falsy, and the flag is only read by `if not`"),
+    (_REWARDS, 'cut = self.tokenizer([texts[i] for i in long], truncation=True, max_length=limit)["input_ids"]',
+     'cut = self.tokenizer([texts[i] for i in long], truncation=None, max_length=limit)["input_ids"]',
+     "transformers truncates to `max_length` whenever it is given and `truncation` is not (it only logs that it did)"),
+    (_REWARDS, 'cut = self.tokenizer([texts[i] for i in long], truncation=True, max_length=limit)["input_ids"]',
+     'cut = self.tokenizer([texts[i] for i in long], max_length=limit)["input_ids"]',
+     "transformers truncates to `max_length` whenever it is given and `truncation` is not (it only logs that it did)"),
+    (_REWARDS, 'ids = torch.full((B, T), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T), right-padded',
+     'ids = torch.full((B, T), self.tokenizer.pad_token_id, dtype=None)  # (B, T), right-padded',
+     "torch infers int64 (`torch.long`) from Python int token ids"),
+    (_REWARDS, 'ids = torch.full((B, T), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T), right-padded',
+     'ids = torch.full((B, T), self.tokenizer.pad_token_id, )  # (B, T), right-padded',
+     "torch infers int64 (`torch.long`) from Python int token ids"),
+    (_REWARDS, 'ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)',
+     'ids[i, : len(row)] = torch.tensor(row, dtype=None)',
+     "torch infers int64 (`torch.long`) from Python int token ids"),
+    (_REWARDS, 'ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)',
+     'ids[i, : len(row)] = torch.tensor(row, )', "torch infers int64 (`torch.long`) from Python int token ids"),
+    (_REWARDS, 'trunk = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)',
+     'trunk = self.model.base_model(input_ids=ids, attention_mask=None, use_cache=False)', _CAUSAL_RIGHT_PADDING),
+    (_REWARDS, 'trunk = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)',
+     'trunk = self.model.base_model(input_ids=ids, use_cache=False)', _CAUSAL_RIGHT_PADDING),
+    (_REWARDS, 'trunk = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)',
+     'trunk = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=None)',
+     "use_cache only decides whether the trunk also returns a KV cache, which is discarded"),
+    (_REWARDS, 'trunk = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)',
+     'trunk = self.model.base_model(input_ids=ids, attention_mask=mask, )',
+     "use_cache only decides whether the trunk also returns a KV cache, which is discarded"),
+    (_REWARDS, 'trunk = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)',
+     'trunk = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=True)',
+     "use_cache only decides whether the trunk also returns a KV cache, which is discarded"),
+    (_REWARDS, 'return list(torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True))',
+     'return list(torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=None))',
+     "torch >= 2.6 defaults to weights_only=True"),
+    (_REWARDS, 'return list(torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True))',
+     'return list(torch.load(folder / "adapter_model.bin", map_location="cpu", ))',
+     "torch >= 2.6 defaults to weights_only=True"),
+    (_REWARDS, 'def __init__(self, model, tokenizer=None, device: str | torch.device = "cpu", batch_size: int = 32,',
+     'def __init__(self, model, tokenizer=None, device: str | torch.device = "XXcpuXX", batch_size: int = 32,',
+     "_JudgeLM's defaults are never used: both judges pass every argument"),
+    (_REWARDS, 'def __init__(self, model, tokenizer=None, device: str | torch.device = "cpu", batch_size: int = 32,',
+     'def __init__(self, model, tokenizer=None, device: str | torch.device = "CPU", batch_size: int = 32,',
+     "_JudgeLM's defaults are never used: both judges pass every argument"),
+    (_REWARDS, 'def __init__(self, model, tokenizer=None, device: str | torch.device = "cpu", batch_size: int = 32,',
+     'def __init__(self, model, tokenizer=None, device: str | torch.device = "cpu", batch_size: int = 33,',
+     "_JudgeLM's defaults are never used: both judges pass every argument"),
+    (_REWARDS, 'chat: bool | None = None, system: str | None = None, prefill: str = ""):',
+     'chat: bool | None = None, system: str | None = None, prefill: str = "XXXX"):',
+     "_JudgeLM's defaults are never used: both judges pass every argument"),
+    (_REWARDS, 'device: str | torch.device = "cpu", batch_size: int = 32, chat: bool | None = None,',
+     'device: str | torch.device = "cpu", batch_size: int = 33, chat: bool | None = None,', _BATCH_DEFAULT),
+    (_REWARDS, 'device: str | torch.device = "cpu", batch_size: int = 32, chat: bool | None = None,',
+     'device: str | torch.device = "cpu", batch_size: int = 33, chat: bool | None = None,', _BATCH_DEFAULT),
+    (_REWARDS, 'rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)',
+     'rendered = self.tokenizer.apply_chat_template(messages, tokenize=None, add_generation_prompt=True)',
+     "None is falsy: apply_chat_template returns the rendered string, as with False"),
+    (_REWARDS, 'cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values',
+     'cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=None).past_key_values',
+     "the prefix forward's logits are discarded (only its cache is kept)"),
+    (_REWARDS, 'cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values',
+     'cache = self.model(input_ids=prefix, use_cache=True, ).past_key_values',
+     "the prefix forward's logits are discarded (only its cache is kept)"),
+    (_REWARDS, 'cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values',
+     'cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=2).past_key_values',
+     "the prefix forward's logits are discarded (only its cache is kept)"),
+    (_REWARDS, 'use_cache=cache is not None, logits_to_keep=1)',
+     'use_cache=None, logits_to_keep=1)',
+     _USE_CACHE_DISCARDED),
+    (_REWARDS, 'use_cache=cache is not None, logits_to_keep=1)',
+     'logits_to_keep=1)',
+     _USE_CACHE_DISCARDED),
+    (_REWARDS, 'use_cache=cache is not None, logits_to_keep=1)',
+     'use_cache=cache is None, logits_to_keep=1)',
+     _USE_CACHE_DISCARDED),
+    (_REWARDS, 'use_cache=cache is not None, logits_to_keep=1)',
+     'use_cache=cache is not None, )',
+     "`logits[:, -1]` reads the last position, computed whether 1, 2 or all positions' logits are kept"),
+    (_REWARDS, 'use_cache=cache is not None, logits_to_keep=1)',
+     'use_cache=cache is not None, logits_to_keep=2)',
+     "`logits[:, -1]` reads the last position, computed whether 1, 2 or all positions' logits are kept"),
+    (_REWARDS, 'position_ids = shared + (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)',
+     'position_ids = shared + (mask.cumsum(+1) - 1).clamp(min=0)  # (B, T)', "dim 1 is dim -1 of the (B, T) mask"),
+    (_REWARDS, 'return torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)',
+     'return torch.log_softmax(out.logits[:, -1].float(), dim=+1)  # (B, V)', "dim 1 is dim -1 of the (B, V) logits"),
+    (_REWARDS, 'self.values = np.array(list(options.values()), dtype=float)',
+     'self.values = np.array(list(options.values()), dtype=None)',
+     "float64 probabilities @ int values is the same float64 product"),
+    (_REWARDS, 'self.values = np.array(list(options.values()), dtype=float)',
+     'self.values = np.array(list(options.values()), )',
+     "float64 probabilities @ int values is the same float64 product"),
     (_LOSSES, "return total / mask.sum().clamp(min=1).to(values.dtype)",
      "return total / mask.sum().clamp(min=1).to(None)",
      "`.to(None)` is a no-op, and float ÷ int64 tensor already has the float's dtype (torch type promotion)"),
@@ -102,6 +264,37 @@ NOTES: list[tuple[str, str, str, str]] = [
     (_ADV, "advantages = torch.from_numpy(adv).to(device=values.device, dtype=values.dtype)",
      "advantages = torch.from_numpy(adv).to(dtype=values.dtype)",
      "needs CUDA: killed by test_gae_returns_tensors_on_the_values_device, skipped on a CPU-only machine"),
+    (_REWARDS, 'stacklevel=3,',
+     ')', _STACKLEVEL),
+    (_REWARDS, 'stacklevel=3,',
+     'stacklevel=4,', _STACKLEVEL),
+    (_REWARDS, 'ids, mask = ids.to(self.device), mask.to(self.device)',
+     'ids, mask = ids.to(None), mask.to(self.device)', _NEEDS_CUDA),
+    (_REWARDS, 'ids, mask = ids.to(self.device), mask.to(self.device)',
+     'ids, mask = ids.to(self.device), mask.to(None)', _NEEDS_CUDA),
+    (_REWARDS, 'return head(hidden[torch.arange(B, device=self.device), last])[:, 0]  # (B,)',
+     'return head(hidden[torch.arange(B, device=None), last])[:, 0]  # (B,)', _NEEDS_CUDA),
+    (_REWARDS, 'return head(hidden[torch.arange(B, device=self.device), last])[:, 0]  # (B,)',
+     'return head(hidden[torch.arange(B, ), last])[:, 0]  # (B,)', _NEEDS_CUDA),
+    (_REWARDS, 'return list(torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True))',
+     'return list(torch.load(folder / "adapter_model.bin", map_location=None, weights_only=True))',
+     "needs CUDA: only a .bin saved from a GPU loads differently without map_location='cpu'"),
+    (_REWARDS, 'return list(torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True))',
+     'return list(torch.load(folder / "adapter_model.bin", weights_only=True))',
+     "needs CUDA: only a .bin saved from a GPU loads differently without map_location='cpu'"),
+    (_REWARDS, 'batch = {k: v.to(self.device) for k, v in batch.items()}',
+     'batch = {k: v.to(None) for k, v in batch.items()}', _NEEDS_CUDA),
+    (_REWARDS, 'prefix = torch.tensor([rows[0][:shared]], device=self.device)  # (1, S)',
+     'prefix = torch.tensor([rows[0][:shared]], )  # (1, S)', _NEEDS_CUDA),
+    (_REWARDS, 'prefix = torch.tensor([rows[0][:shared]], device=self.device)  # (1, S)',
+     'prefix = torch.tensor([rows[0][:shared]], device=None)  # (1, S)', _NEEDS_CUDA),
+    (_REWARDS, 'ids, mask = pad_batch([r[shared:] for r in rows], self.tokenizer.pad_token_id, "left", self.device)'
+     '  # (B, T)',
+     'ids, mask = pad_batch([r[shared:] for r in rows], self.tokenizer.pad_token_id, "left", None)  # (B, T)',
+     _NEEDS_CUDA),
+    (_REWARDS, 'ids, mask = pad_batch([r[shared:] for r in rows], self.tokenizer.pad_token_id, "left", self.device)'
+     '  # (B, T)',
+     'ids, mask = pad_batch([r[shared:] for r in rows], self.tokenizer.pad_token_id, "left", )  # (B, T)', _NEEDS_CUDA),
 ]
 
 
@@ -266,38 +459,96 @@ def _rate(killed: int, total: int) -> str:
     return f"{100 * killed / total:.1f} %" if total else "–"
 
 
-def report(results: list[ModuleResult], command: str) -> str:
-    out = [
-        "# Mutation testing",
-        "",
-        f"`{command}` — {dt.date.today().isoformat()}, mutmut 3.8.1, one process, `OMP_NUM_THREADS=1`.",
-        "",
-        "A mutant is *killed* when a test fails on it (a timeout counts as killed); *equivalent* survivors cannot",
-        "change any result (reasons below). The figure kept is killed / (mutants − equivalent); target ≥ 90 %.",
-        "",
-        ("| module | mutants | killed | timeouts | survived | of which equivalent | kill rate "
-         "| kill rate, non-equivalent | time |"),
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        n, killed = len(r.mutants), r.count("killed", "timeout", "caught by type check")
-        out.append(f"| `{r.module}` | {n} | {killed} | {r.count('timeout')} | {len(r.survivors)} | {r.equivalent} "
-                   f"| {_rate(killed, n)} | **{_rate(killed, n - r.equivalent)}** | {r.seconds:.0f} s |")
-    out += ["", "Tests run per module (plus the module's own doctests):", ""]
-    out += [f"* `{r.module}`: `{shlex.join(r.tests)}`" for r in results]
-    for r in results:
-        out += ["", f"## `{r.module}`", ""]
-        if r.error:
-            out += ["```", r.error.strip(), "```", ""]
-        if not r.survivors:
-            out.append("No survivors." if r.mutants else "No mutants checked.")
-            continue
-        out += ["| where | original | mutant | status | verdict |", "|---|---|---|---|---|"]
+_TABLE_HEAD = ("| module | mutants | killed | timeouts | survived | of which equivalent | kill rate "
+               "| kill rate, non-equivalent | time | measured |")
+
+
+@dataclass
+class _Entry:
+    """One module's part of the report: its table row (cells), its test selection line and its survivor section."""
+
+    cells: list[str]
+    tests: str
+    section: list[str]
+
+
+def _entry(r: ModuleResult, date: str) -> _Entry:
+    n, killed = len(r.mutants), r.count("killed", "timeout", "caught by type check")
+    cells = [f"`{r.module}`", str(n), str(killed), str(r.count("timeout")), str(len(r.survivors)), str(r.equivalent),
+             _rate(killed, n), f"**{_rate(killed, n - r.equivalent)}**", f"{r.seconds:.0f} s", date]
+    section = [f"## `{r.module}`", ""]
+    if r.error:
+        section += ["```", r.error.strip(), "```", ""]
+    if not r.survivors:
+        section.append("No survivors." if r.mutants else "No mutants checked.")
+    else:
+        section += ["| where | original | mutant | status | verdict |", "|---|---|---|---|---|"]
         for m in sorted(r.survivors, key=lambda m: (m.line or 0, m.name)):
             where = f"{m.name.rsplit('.', 1)[0].replace('.', '/')}.py:{m.line}"
             verdict = f"equivalent: {m.equivalent}" if m.equivalent else "**not killed**"
             verdict += f": {m.note}" if m.note else ""
-            out.append(f"| {where} | {_cell(m.before)} | {_cell(m.after)} | {m.status} | {verdict} |")
+            section.append(f"| {where} | {_cell(m.before)} | {_cell(m.after)} | {m.status} | {verdict} |")
+    return _Entry(cells, f"`{shlex.join(r.tests)}`", section)
+
+
+def _earlier(text: str) -> dict[str, _Entry]:
+    """The modules of an earlier report (this script's format), so that a run of some modules keeps the others.
+
+    A row without a ``measured`` cell (reports written before it existed) gets the date of that report's header."""
+    header_date = re.search(r" — (\d{4}-\d{2}-\d{2}),", text)
+    date = header_date.group(1) if header_date else "?"
+    entries: dict[str, _Entry] = {}
+    lines = text.splitlines()
+    in_table = False
+    for line in lines:
+        if line.startswith("| module | mutants |"):
+            in_table = True
+        elif in_table and (row := re.match(r"\| `([^`]+)` \|", line)):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            entries[row.group(1)] = _Entry(cells if len(cells) == 10 else [*cells, date], "", [])
+        elif in_table and not line.startswith("|"):
+            in_table = False
+        if (tests := re.match(r"\* `([^`]+)`: (.*)$", line)) and tests.group(1) in entries:
+            entries[tests.group(1)].tests = tests.group(2)
+    current = None
+    for line in lines:
+        if heading := re.match(r"## `([^`]+)`$", line):
+            current = entries.get(heading.group(1))
+        if current is not None:
+            current.section.append(line)
+    for entry in entries.values():
+        while entry.section and not entry.section[-1].strip():
+            entry.section.pop()
+    return entries
+
+
+def report(results: list[ModuleResult], command: str, earlier: str = "") -> str:
+    """The report of ``results``, merged with the ``earlier`` report's other modules (kept as they were, with the
+    date they were measured), in the order of ``MODULE_TESTS``."""
+    today = dt.date.today().isoformat()
+    entries = _earlier(earlier)
+    fresh = {r.module for r in results}
+    entries.update({r.module: _entry(r, today) for r in results})
+    order = sorted(entries, key=lambda m: (list(MODULE_TESTS).index(m) if m in MODULE_TESTS else len(MODULE_TESTS), m))
+    kept = [m for m in order if m not in fresh]
+    out = [
+        "# Mutation testing",
+        "",
+        f"Latest run: `{command}` — {today}, mutmut 3.8.1, one process, `OMP_NUM_THREADS=1`."
+        + (f" The rows of {', '.join(f'`{m}`' for m in kept)} are kept from earlier runs (date in the last column; "
+           f"`--modules` re-measures a module)." if kept else ""),
+        "",
+        "A mutant is *killed* when a test fails on it (a timeout counts as killed); *equivalent* survivors cannot",
+        "change any result (reasons below). The figure kept is killed / (mutants − equivalent); target ≥ 90 %.",
+        "",
+        _TABLE_HEAD,
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    out += ["| " + " | ".join(entries[m].cells) + " |" for m in order]
+    out += ["", "Tests run per module (plus the module's own doctests):", ""]
+    out += [f"* `{m}`: {entries[m].tests}" for m in order]
+    for m in order:
+        out += ["", *entries[m].section]
     return "\n".join(out) + "\n"
 
 
@@ -310,6 +561,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per module before giving up")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "mutation.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies (to run `mutmut browse`)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="write only this run's modules (default: keep the other modules of the --output file)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULE_TESTS]
     if unknown:
@@ -326,7 +579,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mutating {module} (tests: {shlex.join(tests)}) ...", flush=True)
         results.append(run_module(module, tests, args.timeout, args.keep))
     command = shlex.join(["python", "benchmarks/mutation.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report(results, command)
+    earlier = args.output.read_text() if args.output.exists() and not args.fresh else ""
+    text = report(results, command, earlier)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

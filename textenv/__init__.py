@@ -1,15 +1,18 @@
 """textenv: text generation by a language model as a token-level Gymnasium environment.
 
-Importing it registers ``textenv/Sentiment-v0`` and ``textenv/Bandit-v0``.
+Importing it registers ``textenv/Sentiment-v1`` (and ``-v0``), ``textenv/Arithmetic-v0`` (verifiable),
+``textenv/GuessNumber-v0`` (multi-turn) and ``textenv/Bandit-v0``.
 """
 
 from textenv.bandit import BanditEnv
 from textenv.env import TextGenerationEnv
 from textenv.kl import KLController, KLShaping, KLShapingVector, kl_controller, kl_estimate, supply_policy_logprobs
 from textenv.lm import IncrementalLM, load_causal_lm, load_tokenizer
+from textenv.multiturn import MultiTurnEnv, MultiTurnVectorEnv, Turn
 from textenv.registration import register_envs
 from textenv.rewards import HFRewardModel, Reward, RewardOutput, as_reward
 from textenv.task import TextTask, load_prompts
+from textenv.turn import TurnEnv
 from textenv.vector_env import TextGenerationVectorEnv
 
 __version__ = "0.2.0"
@@ -21,11 +24,15 @@ __all__ = [
     "KLController",
     "KLShaping",
     "KLShapingVector",
+    "MultiTurnEnv",
+    "MultiTurnVectorEnv",
     "Reward",
     "RewardOutput",
     "TextGenerationEnv",
     "TextGenerationVectorEnv",
     "TextTask",
+    "Turn",
+    "TurnEnv",
     "as_reward",
     "kl_controller",
     "kl_estimate",

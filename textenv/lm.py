@@ -359,6 +359,31 @@ class IncrementalLM:
         self.next_logprobs = F.log_softmax(out.logits[:, -1].float(), dim=-1)
         return self.next_logprobs
 
+    @torch.inference_mode()
+    def extend(self, tokens: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Append a ragged list of tokens to each row (at least one per row; a multi-turn env's reply after the
+        agent's token) in one forward ``(B, k)``, ``k`` the longest list; returns the next-token log-probs ``(B, V)``.
+
+        Shorter lists are left-padded inside the new columns; the padding is masked and skipped by the position
+        ids, so each row sees exactly its tokens in order (checked against a full forward in the tests).
+        """
+        if self.cache is None:
+            raise RuntimeError("IncrementalLM.extend called before reset_rows")
+        if len(tokens) != self.batch_size or any(len(t) == 0 for t in tokens):
+            raise ValueError(f"extend needs a non-empty token list for each of the {self.batch_size} rows, got "
+                             f"{[len(t) for t in tokens]}")
+        ids, mask = pad_batch(tokens, self.pad_token_id, "left", self.device)  # (B, k)
+        self.attention_mask = torch.cat([self.attention_mask, mask], 1)
+        positions = self.positions.view(-1, 1) + (mask.cumsum(-1) - 1).clamp(min=0)  # (B, k)
+        if self.max_positions is not None:
+            positions = positions.clamp(max=self.max_positions - 1)
+        out = self.model(input_ids=ids, attention_mask=self.attention_mask, position_ids=positions,
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        self.positions += mask.sum(-1)
+        self.next_logprobs = F.log_softmax(out.logits[:, -1].float(), dim=-1)
+        return self.next_logprobs
+
 
 def _check_dynamic(cache) -> None:
     if not isinstance(cache, DynamicCache) or not all(type(layer) is DynamicLayer for layer in cache.layers):

@@ -60,6 +60,7 @@ def _check_prompt(prompt, where: str) -> None:
 
 
 CAP_FLAGS = ("terminated", "truncated")
+_ENCODED_MAX = 100_000  # prompts whose token ids a task remembers
 
 
 def _is_int(value) -> bool:
@@ -129,6 +130,7 @@ class TextTask:
                 f"gold_reward must be None, a path to a reward model, a callable (prompts, completions) -> list[float] "
                 f"or a reward object; got {type(gold_reward).__name__}"
             )
+        self._encoded: dict[str, tuple[int, ...]] = {}
         self.prompts = load_prompts(prompts)
         self.model_name = str(model)
         self.tokenizer = load_tokenizer(model)
@@ -183,7 +185,13 @@ class TextTask:
                 self.encode_prompt(self.prompts[i], f"prompts[{i}]")
 
     def encode_prompt(self, prompt: str, where: str = "prompt") -> list[int]:
-        """Token ids of a prompt, refusing empty ones and ones too long for the observation or the context."""
+        """Token ids of a prompt, refusing empty ones and ones too long for the observation or the context.
+
+        Accepted prompts are remembered (up to ``_ENCODED_MAX``): a batched env resets hundreds of rows per rollout
+        from a few prompts, and the tokenizer call was a third of a short-completion rollout's time."""
+        cached = self._encoded.get(prompt) if isinstance(prompt, str) else None
+        if cached is not None:
+            return list(cached)
         _check_prompt(prompt, where)
         ids = self._tokens(prompt)
         if not ids:
@@ -196,6 +204,8 @@ class TextTask:
                 f"{where} of {len(ids)} tokens{template} exceeds max_prompt_tokens={self.max_prompt_tokens}{room}: "
                 f"{prompt[:60]!r}"
             )
+        if len(self._encoded) < _ENCODED_MAX:
+            self._encoded[prompt] = tuple(ids)
         return ids
 
     def _tokens(self, prompt: str) -> list[int]:

@@ -40,7 +40,43 @@ class Parser(argparse.ArgumentParser):
 
 
 def _build_world(args) -> None:
-    """Build (or find) the world and its proxy, checking every cached file against its sha256."""
+    """Build (or find) the worlds of ``--task``, checking every cached file against its sha256."""
+    if args.task in ("sentiment", "all"):
+        _build_sentiment_world(args)
+    if args.task in ("arithmetic", "all"):
+        _build_arithmetic_world(args)
+    if args.task in ("guess", "all"):
+        _build_guess_world(args)
+
+
+def _build_guess_world(args) -> None:
+    """Build (or find) the guessing world of ``textenv/GuessNumber-v0`` and print how its LM plays."""
+    from textenv.world.guess import GuessRecipe, build_guess
+
+    path = _verified(lambda force: build_guess(GuessRecipe(seed=args.seed), force=force), args.force)
+    manifest = json.loads((path / "manifest.json").read_text())
+    print(f"guessing world: {path}")
+    for key, value in manifest.items():
+        if not isinstance(value, (dict, list)):
+            print(f"  {key:18s} {value}")
+
+
+def _build_arithmetic_world(args) -> None:
+    """Build (or find) the arithmetic world of ``textenv/Arithmetic-v0`` and print its LM's held-out accuracy."""
+    from textenv import world
+
+    recipe = world.ArithmeticRecipe(seed=args.seed)
+    path = _verified(lambda force: world.build_arithmetic(recipe, force=force), args.force)
+    manifest = json.loads((path / "manifest.json").read_text())
+    print(f"arithmetic world: {path}")
+    for key in ("vocab_size", "parameters", "train_problems", "eval_problems", "final_train_loss", "build_seconds"):
+        print(f"  {key:18s} {manifest[key]}")
+    print(f"  {'held-out accuracy':18s} greedy {manifest['eval_greedy']:.3f}, sampled {manifest['eval_sampled']:.3f}, "
+          f"pass@8 {manifest['eval_pass_at_8']:.3f}  (of {manifest['eval_problems']} problems never trained on)")
+
+
+def _build_sentiment_world(args) -> None:
+    """Build (or find) the review world and its proxy, checking every cached file against its sha256."""
     from textenv import world
 
     recipe = world.WorldRecipe(seed=args.seed)
@@ -250,7 +286,13 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("build-world", help="build or check the built-in world and proxy RM",
                        description="Build the built-in world (grammar, corpus, tokenizer, base LM, prompts) and its "
-                                   "proxy reward model, or find them in the cache and check every file's sha256.")
+                                   "proxy reward model, or find them in the cache and check every file's sha256. "
+                                   "--task arithmetic builds the arithmetic world of textenv/Arithmetic-v0 instead "
+                                   "(problems, character tokenizer, a partly right LM), --task guess the guessing "
+                                   "world of textenv/GuessNumber-v0, --task all every one.")
+    p.add_argument("--task", choices=["sentiment", "arithmetic", "guess", "all"], default="sentiment",
+                   help="which world: sentiment (reviews and the proxy RM, textenv/Sentiment-v1), arithmetic "
+                        "(textenv/Arithmetic-v0), guess (textenv/GuessNumber-v0) or all (default: sentiment)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world's recipe (another seed: another world) "
                    "(default: 0)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")

@@ -1,4 +1,5 @@
-"""Losses as pure functions: PPO's clipped surrogate and clipped value loss, and the DPO family.
+"""Losses as pure functions: PPO's clipped surrogate (with the group-loss family: GRPO, DAPO, Dr. GRPO, GSPO, CISPO;
+and KL in the loss) and clipped value loss, and the DPO family.
 
 Each takes tensors of one shape (any: ``(B,)`` timesteps of an MLP policy, ``(B, T)`` tokens of an LM) and a
 ``mask`` of valid entries, and returns a small dataclass of named terms, so trainers log them without
@@ -28,6 +29,11 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch
     return total / mask.sum().clamp(min=1).to(values.dtype)
 
 
+LOSS_TYPES = ("bnpo", "grpo", "dapo", "dr_grpo", "gspo", "cispo")
+"""Policy-loss variants of :func:`ppo_loss` (table there)."""
+KL_LOSS_ESTIMATORS = ("k1", "k2", "k3")
+
+
 @dataclass
 class PPOLoss:
     """Terms of :func:`ppo_loss`; ``loss`` is what is minimised."""
@@ -39,6 +45,53 @@ class PPOLoss:
     approx_kl: torch.Tensor
     """``E[(ratio − 1) − log ratio]`` (k3 estimate of KL(old‖new)), for early stopping."""
     clip_fraction: torch.Tensor
+    """Fraction of (valid) tokens whose ratio lies outside the clip range (for ``cispo``: above its cap)."""
+    kl: torch.Tensor | None = None
+    """With ``ref_logprobs``: the mean per-token KL to the reference (the estimator's, clamped) that the loss holds."""
+
+
+def sequence_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """GSPO's sequence log-ratio, the mean of a row's token log-ratios, broadcast to every token: ``(B, T)``.
+
+    ``exp`` of it is ``(π(y|x)/π_old(y|x))^(1/|y|)``, the geometric mean of the token ratios (Zheng et al. 2025).
+
+    >>> sequence_log_ratio(torch.tensor([[0.5, 1.5, 9.0]]), torch.tensor([[1, 1, 0]])).tolist()
+    [[1.0, 1.0, 1.0]]
+    """
+    if mask is None:
+        mask = torch.ones_like(log_ratio, dtype=torch.bool)
+    mask = mask.bool()
+    total = torch.where(mask, log_ratio, torch.zeros_like(log_ratio)).sum(-1, keepdim=True)
+    return (total / mask.sum(-1, keepdim=True).clamp(min=1).to(log_ratio.dtype)).expand_as(log_ratio)
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor | None, how: str, max_tokens: int | None = None) -> torch.Tensor:
+    """Reduce ``(B, T)`` per-token losses to one number, as the group-loss family does.
+
+    * ``"token"``: the mean over every valid token of the batch (DAPO; TRL's ``bnpo``/``dapo``): long completions
+      weigh more, in proportion to their tokens.
+    * ``"sequence"``: each row's mean over its valid tokens, then the mean over rows (GRPO, Shao et al. 2024).
+    * ``"constant"``: the sum over valid tokens divided by ``B · max_tokens``, a constant (Dr. GRPO, Liu et al. 2025).
+
+    >>> x, m = torch.tensor([[1.0, 3.0], [5.0, 0.0]]), torch.tensor([[1, 1], [1, 0]])
+    >>> [aggregate(x, m, how, max_tokens=4).item() for how in ("token", "sequence", "constant")]
+    [3.0, 3.5, 1.125]
+    """
+    if how == "token":
+        return masked_mean(per_token, mask)
+    mask = torch.ones_like(per_token, dtype=torch.bool) if mask is None else mask.bool()
+    kept = torch.where(mask, per_token, torch.zeros_like(per_token))
+    if how == "sequence":
+        return (kept.sum(-1) / mask.sum(-1).clamp(min=1).to(per_token.dtype)).mean()
+    if how == "constant":
+        if max_tokens is None or max_tokens < 1:
+            raise ValueError(f"aggregate='constant' needs max_tokens >= 1 (the generation budget), got {max_tokens}")
+        return kept.sum() / (per_token.shape[0] * max_tokens)
+    raise ValueError(f"aggregate how={how!r}; expected token, sequence or constant")
+
+
+AGGREGATION = {"bnpo": "token", "grpo": "sequence", "dapo": "token", "dr_grpo": "constant", "gspo": "sequence",
+               "cispo": "token"}
 
 
 def ppo_loss(
@@ -54,22 +107,82 @@ def ppo_loss(
     value_clip: float | None = 0.2,
     vf_coef: float = 0.5,
     ent_coef: float = 0.0,
+    *,
+    clip_high: float | None = None,
+    loss_type: str = "bnpo",
+    max_tokens: int | None = None,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    kl_clamp: float | None = None,
 ) -> PPOLoss:
-    """PPO (Schulman et al. 2017): ``L = −E[min(ρA, clip(ρ, 1±ε)A)] + c_v·L_V − c_e·H``, ``ρ = π/π_old``.
+    """PPO (Schulman et al. 2017): ``L = −E[min(ρA, clip(ρ, 1−ε, 1+ε_high)A)] + c_v·L_V − c_e·H``, ``ρ = π/π_old``,
+    and the group-loss family of 2025 as ``loss_type``:
 
-    The value loss is ``½·E[max((V − R)², (V_old + clip(V − V_old, ±ε_v) − R)²)]`` (value clipping as in
-    OpenAI baselines; ``value_clip=None`` gives the plain ``½·E[(V − R)²]``). Without ``values`` (a policy with
-    no critic, e.g. GRPO) the value term is 0. Advantages are used as given: whiten them before if wanted.
+    | ``loss_type`` | ratio ``ρ`` | per-token policy loss | aggregated over the batch | source |
+    |---|---|---|---|---|
+    | ``"bnpo"`` (default) | token | clipped | mean over all valid tokens | textenv's loss before loss_type; TRL's ``bnpo`` |
+    | ``"grpo"`` | token | clipped | mean per completion, then over completions | Shao et al. 2024 (DeepSeekMath) |
+    | ``"dapo"`` | token | clipped, ``clip_high`` apart ("clip-higher") | mean over all valid tokens | Yu et al. 2025 |
+    | ``"dr_grpo"`` | token | clipped | sum ÷ (rows × ``max_tokens``) | Liu et al. 2025 ("Dr. GRPO") |
+    | ``"gspo"`` | sequence: ``exp(mean_t log ρ_t)`` | clipped per sequence | mean over completions | Zheng et al. 2025 |
+    | ``"cispo"`` | token | ``−sg(min(ρ, 1 + clip_high))·A·log π`` | mean over all valid tokens | MiniMax-M1, 2025 |
+
+    ``clip_high`` (None: ``clip``) is the upper clip ``ε_high``; for ``cispo`` the importance weight's cap is
+    ``1 + clip_high`` (TRL's ``epsilon_high`` is that cap itself: ε_max = 5 there is ``clip_high=4`` here). The
+    clipping is the two-sided PPO one. The value loss is ``½·E[max((V − R)², (V_old + clip(V − V_old, ±ε_v) − R)²)]``
+    (value clipping as in OpenAI baselines; ``value_clip=None`` gives the plain ``½·E[(V − R)²]``). Without
+    ``values`` (a policy with no critic, e.g. GRPO) the value term is 0. Advantages are used as given: whiten them
+    before if wanted.
+
+    **KL in the loss** (``ref_logprobs`` given and ``kl_coef`` > 0): ``β·KL_t`` is added to every token's policy loss
+    before aggregation (as TRL, verl and OpenRLHF do), ``KL_t`` the estimator ``kl_estimator`` (k1, k2, k3; see
+    :func:`textenv.kl.kl_estimate`) of ``log π(a_t) − log π_ref(a_t)`` at the current parameters, clamped to
+    ``±kl_clamp`` if given (verl clamps k3 at ±10). Its gradient flows through ``log π``.
+
+    Inputs are ``(B, T)`` (or ``(B,)``: one token per row). ``max_tokens`` is Dr. GRPO's constant (the token cap).
 
     >>> t = ppo_loss(torch.log(torch.tensor([0.6])), torch.log(torch.tensor([0.4])), torch.tensor([1.0]))
     >>> round(t.policy.item(), 4)   # ratio 1.5 is clipped to 1.2 for a positive advantage
     -1.2
+    >>> t = ppo_loss(torch.log(torch.tensor([0.6])), torch.log(torch.tensor([0.4])), torch.tensor([1.0]), loss_type="dapo", clip_high=0.28)
+    >>> round(t.policy.item(), 4)   # clip-higher: clipped to 1.28
+    -1.28
     """
-    log_ratio = logprobs - old_logprobs
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type={loss_type!r}; expected one of {LOSS_TYPES}")
+    if ref_logprobs is not None and kl_coef > 0 and kl_estimator not in KL_LOSS_ESTIMATORS:
+        raise ValueError(f"kl_estimator={kl_estimator!r} for the KL in the loss; expected one of {KL_LOSS_ESTIMATORS}")
+    high = clip if clip_high is None else clip_high
+    entry_mask = mask  # values and entropies keep the inputs' shape
+    flat = logprobs.dim() == 1  # (B,) rows of an MLP policy: one token per row
+    if flat:
+        logprobs, old_logprobs, advantages = logprobs[:, None], old_logprobs[:, None], advantages[:, None]
+        mask = None if mask is None else mask[:, None]
+        ref_logprobs = None if ref_logprobs is None else ref_logprobs[:, None]
+    token_log_ratio = logprobs - old_logprobs
+    log_ratio = sequence_log_ratio(token_log_ratio, mask) if loss_type == "gspo" else token_log_ratio
     ratio = log_ratio.exp()
-    unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * advantages
-    policy = -masked_mean(torch.min(unclipped, clipped), mask)
+    if loss_type == "cispo":
+        weight = ratio.clamp(max=1.0 + high).detach()
+        per_token = -weight * advantages * logprobs
+        clipped_out = ratio > 1.0 + high
+    else:
+        unclipped = ratio * advantages
+        clipped = ratio.clamp(1.0 - clip, 1.0 + high) * advantages
+        per_token = -torch.min(unclipped, clipped)
+        clipped_out = (ratio < 1.0 - clip) | (ratio > 1.0 + high)
+    how = AGGREGATION[loss_type]
+    policy = aggregate(per_token, mask, how, max_tokens)
+    kl = None
+    if ref_logprobs is not None and kl_coef > 0:
+        from textenv.kl import kl_estimate
+
+        per_token_kl = kl_estimate(logprobs, ref_logprobs.to(logprobs.dtype), kl_estimator)
+        if kl_clamp is not None:
+            per_token_kl = per_token_kl.clamp(-kl_clamp, kl_clamp)
+        kl_term = aggregate(kl_coef * per_token_kl, mask, how, max_tokens)
+        kl = masked_mean(per_token_kl.detach(), mask)
     zero = logprobs.new_zeros(())
     if values is not None:
         if returns is None:
@@ -80,15 +193,17 @@ def ppo_loss(
                 raise ValueError("value clipping needs old_values (or pass value_clip=None)")
             clipped_values = old_values + (values - old_values).clamp(-value_clip, value_clip)
             error = torch.max(error, (clipped_values - returns) ** 2)
-        value = 0.5 * masked_mean(error, mask)
+        value = 0.5 * masked_mean(error, entry_mask)
     else:
         value = zero
-    ent = masked_mean(entropy, mask) if entropy is not None else zero
+    ent = masked_mean(entropy, entry_mask) if entropy is not None else zero
     with torch.no_grad():
-        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
-        clip_fraction = masked_mean(((ratio - 1.0).abs() > clip).to(ratio.dtype), mask)
+        approx_kl = masked_mean((token_log_ratio.exp() - 1.0) - token_log_ratio, mask)
+        clip_fraction = masked_mean(clipped_out.to(ratio.dtype), mask)
     loss = policy + vf_coef * value - ent_coef * ent
-    return PPOLoss(loss, policy.detach(), value.detach(), ent.detach(), approx_kl, clip_fraction)
+    if kl is not None:
+        loss = loss + kl_term
+    return PPOLoss(loss, policy.detach(), value.detach(), ent.detach(), approx_kl, clip_fraction, kl)
 
 
 @dataclass

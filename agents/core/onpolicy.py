@@ -32,11 +32,12 @@ import torch
 
 from agents.policies.lm import LMPolicy, LoRASettings, load_policy
 from agents.policies.mlp import make_mlp_policy
-from agents.core.rollout import EpisodeBatch, run_episodes
+from agents.core.rollout import EpisodeBatch, concat_episodes, run_episodes
 from agents.core.run import Run, check_range
-from agents.core.update import TrainingDiverged, UpdateSettings, ppo_update
+from agents.core.update import TrainingDiverged, UpdateSettings, ppo_update, score_old
 from textenv.checkpoint import first_nonfinite
 from textenv import kl_controller
+from textenv.kl import kl_estimate
 
 
 @dataclass
@@ -82,6 +83,11 @@ class OnPolicyConfig:
     kl_timing: str = "step"
     """When the env's reference scores the tokens: step (a forward per token) or end (one pass per finished
     completion; the same per-token KL, faster at real model sizes)."""
+    kl_in_loss: bool = False
+    """Put the KL in the update's loss (β·KL_t per token, estimator kl_estimator: k3 or k2) instead of the env's
+    reward: the env then loads no reference model, and the reference scores each batch in one teacher-forced pass."""
+    kl_clamp: float | None = 10.0
+    """With kl_in_loss: clamp each token's KL term to ±kl_clamp (verl's ±10); None: unclamped."""
     max_episode_kl: float = 50.0
     """KL blow-up guard: a batch whose mean summed KL exceeds this is not trained on (reported, counted)."""
     max_skipped: int = 5
@@ -99,10 +105,12 @@ class OnPolicyConfig:
             check_range(name, getattr(self, name), 1, integer=True)
         check_range("minibatch_rows", self.minibatch_rows, 0, integer=True)
         check_range("max_skipped", self.max_skipped, 0, integer=True)
-        for name in ("lr", "temperature", "clip", "max_grad_norm", "max_episode_kl"):
+        for name in ("lr", "temperature", "max_grad_norm", "max_episode_kl"):
             check_range(name, getattr(self, name), 0, low_open=True)
-        if not self.clip < 1:  # the ratio is clipped to [1 − ε, 1 + ε]: ε ≥ 1 removes the lower clip
-            raise ValueError(f"clip={self.clip!r} is out of range; expected a number > 0 and < 1")
+        if self.clip is not None:  # None: a group loss type's own (PGConfig)
+            check_range("clip", self.clip, 0, 1, low_open=True)
+            if not self.clip < 1:  # the ratio is clipped to [1 − ε, 1 + ε]: ε ≥ 1 removes the lower clip
+                raise ValueError(f"clip={self.clip!r} is out of range; expected a number > 0 and < 1")
         check_range("ent_coef", self.ent_coef, 0)
         check_range("kl_coef", self.kl_coef, 0)
         if self.kl_target is not None:
@@ -113,6 +121,17 @@ class OnPolicyConfig:
             raise ValueError(f"kl_estimator={self.kl_estimator!r}; expected one of k1, k2, k3, full")
         if self.kl_timing not in ("step", "end"):
             raise ValueError(f"kl_timing={self.kl_timing!r}; expected step or end")
+        if self.kl_clamp is not None:
+            check_range("kl_clamp", self.kl_clamp, 0, low_open=True)
+        if self.kl_in_loss:
+            if self.kl_estimator not in ("k2", "k3"):
+                raise ValueError(
+                    f"kl_estimator={self.kl_estimator!r} with kl_in_loss; expected k3 (TRL's and verl's) or k2 (its "
+                    f"gradient is the exact reverse-KL gradient on-policy): k1 in the loss has zero expected gradient "
+                    f"(E_π[∇log π] = 0), and full needs whole distributions the update does not keep")
+            if self.kl_target is not None:
+                raise ValueError("kl_target (adaptive β) is for the KL in the reward; with kl_in_loss β stays "
+                                 "kl_coef (set kl_target=None)")
         owned = {"max_new_tokens": "max_new_tokens", "kl_coef": "kl_coef", "kl_target": "kl_target",
                  "kl_horizon": "kl_horizon", "kl_estimator": "kl_estimator", "kl_timing": "kl_timing", "model": "model",
                  "kl_temperature": "temperature"}
@@ -137,13 +156,20 @@ class OnPolicyConfig:
     @property
     def is_text(self) -> bool:
         """A text env: its vector entry point is textenv's batched text env (``CartPole-v1`` has one too)."""
-        from textenv.registration import make_sentiment_vector
+        from textenv.registration import is_text_env
 
-        entry = gym.spec(self.env_id).vector_entry_point
-        return entry is make_sentiment_vector or entry == "textenv.registration:make_sentiment_vector"
+        return is_text_env(self.env_id)
 
     def update_settings(self) -> UpdateSettings:
-        return UpdateSettings(self.epochs, self.minibatch_rows, self.clip, None, 0.0, self.ent_coef, self.max_grad_norm)
+        return UpdateSettings(self.epochs, self.minibatch_rows, self.clip, None, 0.0, self.ent_coef, self.max_grad_norm,
+                              **self.kl_loss_settings())
+
+    def kl_loss_settings(self) -> dict:
+        """The :class:`~agents.core.update.UpdateSettings` fields of the KL in the loss (β 0 without it)."""
+        if not self.kl_in_loss:
+            return dict(max_tokens=self.max_new_tokens)
+        return dict(kl_coef=self.kl_coef, kl_estimator=self.kl_estimator, kl_clamp=self.kl_clamp,
+                    max_tokens=self.max_new_tokens)
 
     def advantages(self, episodes: EpisodeBatch, batch: dict[str, torch.Tensor], policy) -> dict[str, torch.Tensor]:
         """Fill ``advantages`` (and for PPO ``returns``/``old_values``) into ``batch``; each algorithm's config says how."""
@@ -155,7 +181,8 @@ def make_env(config: OnPolicyConfig, num_envs: int | None = None, **overrides):
     """The batched env of ``config`` (text: ``autoreset_mode="disabled"`` with KL shaping; else a SyncVectorEnv)."""
     n = num_envs or config.batch_size
     if config.is_text:
-        kwargs = dict(max_new_tokens=config.max_new_tokens, kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
+        kl_coef = 0.0 if config.kl_in_loss else config.kl_coef  # KL in the loss: the env shapes nothing
+        kwargs = dict(max_new_tokens=config.max_new_tokens, kl_coef=kl_coef, kl_estimator=config.kl_estimator,
                       kl_timing=config.kl_timing,
                       kl_target=config.kl_target, kl_horizon=config.kl_horizon, kl_temperature=config.temperature)
         if config.model is not None:
@@ -190,16 +217,43 @@ def make_env_and_policy(config: OnPolicyConfig, value_head: bool, path: str | Pa
     base with the adapter off (:meth:`agents.policies.lm.LMPolicy.reference_model`), never a second copy (unless
     ``env_kwargs`` names a ``ref_model`` of its own)."""
     lora = _lora(config)
-    if lora is None or not config.is_text or not config.kl_coef > 0 or "ref_model" in config.env_kwargs:
+    if (lora is None or not config.is_text or not config.kl_coef > 0 or config.kl_in_loss
+            or "ref_model" in config.env_kwargs):
         env = make_env(config)
         return env, make_policy(config, env, value_head, path)
     torch.manual_seed(config.seed)
-    source = path or config.model or gym.spec(config.env_id).kwargs.get("model") or _world_lm()
+    source = path or config.model or gym.spec(config.env_id).kwargs.get("model") or _default_model(config)
     policy = load_policy(source, lora, checkpoint=path is not None, value_head=value_head,
                          temperature=config.temperature, gradient_checkpointing=_checkpointing(config))
     env = make_env(config, ref_model=policy.reference_model())  # textenv.kl neither freezes nor switches its mode
     _check_vocab(policy, env, source)
     return env, policy
+
+
+def loss_reference(config: OnPolicyConfig, env, policy):
+    """The KL reference of ``kl_in_loss``: the policy's base with the adapter off (LoRA), else a frozen copy of the
+    run's starting model (``config.model`` or the env's), never a checkpoint the run wrote. None without it."""
+    if not (config.is_text and config.kl_in_loss and config.kl_coef > 0):
+        return None
+    if policy.is_lora:
+        return policy.reference_model()
+    from textenv.lm import load_causal_lm
+
+    reference = load_causal_lm(config.model or env.unwrapped.task.model_name)
+    reference.requires_grad_(False)
+    return reference.eval()
+
+
+def token_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """``(B, T)`` log-probs of ``batch["actions"]`` under the causal LM ``model`` (logits ÷ ``temperature``), one
+    teacher-forced pass without gradients; the layout of :meth:`agents.policies.lm.LMPolicy.evaluate`."""
+    from agents.policies.lm import at_actions
+
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = at_actions(logits, batch["prompt_len"], batch["actions"].shape[1], batch.get("positions"))
+        logprobs = torch.log_softmax(logits.float() / temperature, -1)
+        return logprobs.gather(-1, batch["actions"].long()[..., None]).squeeze(-1)
 
 
 def _lora(config) -> LoRASettings | None:
@@ -212,10 +266,13 @@ def _checkpointing(config) -> bool:
     return bool(getattr(config, "gradient_checkpointing", False))
 
 
-def _world_lm() -> str:
-    from textenv import world
-
-    return str(world.lm_path())
+def _default_model(config: OnPolicyConfig) -> str:
+    """The model the env of ``config`` loads by default (an env without KL shaping is made to read it)."""
+    probe = make_env(config, num_envs=1, kl_coef=0.0)
+    try:
+        return probe.unwrapped.task.model_name
+    finally:
+        probe.close()
 
 
 def _check_vocab(policy: LMPolicy, env, source) -> None:
@@ -227,18 +284,41 @@ def _check_vocab(policy: LMPolicy, env, source) -> None:
 
 
 def training_batch(episodes: EpisodeBatch, is_text: bool, obs_frames=None) -> dict[str, torch.Tensor]:
-    """Rows to train on: one per completion (text; ``(N, T)`` tokens) or one per valid step (MLP)."""
+    """Rows to train on: one per completion (text; ``(N, T)`` tokens) or one per valid step (MLP), with the log-probs
+    the actions were sampled with (``sample_logprobs``, for the sampler–trainer gap the update reports)."""
     if is_text:
         final = episodes.final_obs
         ids = torch.as_tensor(np.stack([o["input_ids"] for o in final]))  # (N, L)
         mask = torch.as_tensor(np.stack([o["attention_mask"] for o in final]))  # (N, L)
         width = int(mask.sum(1).max())  # drop padding columns no row uses
         prompt_len = torch.as_tensor(episodes.first_obs["attention_mask"]).sum(1)  # (N,)
-        return {"input_ids": ids[:, :width], "attention_mask": mask[:, :width], "prompt_len": prompt_len,
-                "actions": episodes.actions.T.contiguous(), "mask": episodes.valid.T.contiguous()}
+        batch = {"input_ids": ids[:, :width], "attention_mask": mask[:, :width], "prompt_len": prompt_len,
+                 "actions": episodes.actions.T.contiguous(), "mask": episodes.valid.T.contiguous(),
+                 "sample_logprobs": episodes.logprobs.T.contiguous()}
+        if "env_mask" in final[0]:  # multi-turn: the actions stand between the env's tokens
+            batch["positions"] = action_positions(ids, mask, torch.as_tensor(np.stack([o["env_mask"] for o in final])),
+                                                  prompt_len, batch["actions"], batch["mask"])
+        return batch
     t, i = episodes.valid.nonzero(as_tuple=True)  # valid (step, env) pairs
     return {"obs": obs_frames[t, i], "actions": episodes.actions[t, i], "mask": torch.ones(len(t), dtype=torch.bool),
-            "row_episode": i}
+            "row_episode": i, "sample_logprobs": episodes.logprobs[t, i]}
+
+
+def action_positions(ids, attention, env_mask, prompt_len, actions, valid) -> torch.Tensor:
+    """``(N, T)`` offset after the prompt of each agent token of a multi-turn episode (the tokens that are not the
+    env's), 0 past an episode's end. Checks that the tokens there are the actions the agent took (token in, token
+    out: nothing was re-tokenized)."""
+    N, T = actions.shape
+    positions = torch.zeros(N, T, dtype=torch.long)
+    for i in range(N):
+        agent = ((attention[i] == 1) & (env_mask[i] == 0)).nonzero().squeeze(1)
+        agent = agent[agent >= prompt_len[i]] - prompt_len[i]
+        n = int(valid[i].sum())
+        if len(agent) != n or not torch.equal(ids[i, prompt_len[i] + agent], actions[i, :n].to(ids.dtype)):
+            raise RuntimeError(f"episode {i}: the agent's tokens in the final observation differ from the actions it "
+                               f"took ({len(agent)} vs {n} tokens); the env must keep the agent's ids as they were")
+        positions[i, :n] = agent
+    return positions
 
 
 def episode_metrics(episodes: EpisodeBatch) -> dict[str, float]:
@@ -262,12 +342,43 @@ class TrainResult:
     run_dir: Path
 
 
-def _options(config: OnPolicyConfig, env, iteration: int) -> dict | None:
+def _options(config: OnPolicyConfig, env, iteration: int, attempt: int = 0) -> dict | None:
     if not config.is_text:
         return None
     prompts = env.unwrapped.task.prompts
-    picks = np.random.default_rng([config.seed, iteration, 1]).integers(len(prompts), size=config.prompts_per_iter)
+    key = [config.seed, iteration, 1] + ([attempt] if attempt else [])
+    picks = np.random.default_rng(key).integers(len(prompts), size=config.prompts_per_iter)
     return {"prompts": [prompts[j] for j in picks for _ in range(config.group_size)]}
+
+
+def collect(config: OnPolicyConfig, env, policy, iteration: int) -> tuple[EpisodeBatch, EpisodeBatch, dict[str, float]]:
+    """One iteration's episodes → ``(to_train_on, first_rollout, stats)``.
+
+    Without dynamic sampling both are the one rollout. With it (DAPO; ``config.dynamic_sampling_on``), groups whose
+    returns are all equal are dropped (their advantages are 0: no signal, and they dilute the token mean) and
+    rollouts of fresh prompts are added, up to ``config.max_rollouts``, until ``prompts_per_iter`` informative groups
+    are found; the update takes at most that many (fewer if the rollouts ran out). Metrics are read from the first
+    rollout, which is unfiltered: its rewards are the policy's, not the filter's.
+    """
+    episodes = run_episodes(env, policy, seed=config.seed + iteration * config.batch_size,
+                            options=_options(config, env, iteration))
+    if not getattr(config, "dynamic_sampling_on", False):
+        return episodes, episodes, {}
+    parts, kept, rollouts = [], 0, 0
+    batch = episodes
+    while True:
+        rollouts += 1
+        groups = config.informative_groups(batch)[: config.prompts_per_iter - kept]
+        parts.append((batch, groups))
+        kept += len(groups)
+        if kept >= config.prompts_per_iter or rollouts >= config.max_rollouts:
+            break
+        batch = run_episodes(env, policy, seed=None, options=_options(config, env, iteration, rollouts))
+    K = config.group_size
+    columns = [(b, (g[:, None] * K + torch.arange(K)).flatten()) for b, g in parts if len(g)]
+    stats = {"groups_kept": kept, "rollouts": rollouts,
+             "informative_first": float(len(config.informative_groups(episodes))) / config.prompts_per_iter}
+    return (concat_episodes(columns) if columns else None), episodes, stats
 
 
 class _FiniteActs:
@@ -314,6 +425,7 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
     run = Run(run_dir, config, ignore=("iterations", "threads", "checkpoint_every"))
     state = run.start(resume)
     env, policy = make_env_and_policy(config, value_head, run.policy_path() if state else None)
+    reference = loss_reference(config, env, policy)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     controller = kl_controller(env)
     start, skipped, elapsed = 0, 0, 0.0
@@ -342,29 +454,33 @@ def train(config: OnPolicyConfig, run_dir: str | Path, resume: bool = True, prog
             torch.manual_seed(config.seed * 1_000_003 + iteration)
             recorder = None if config.is_text else _RecordObs(policy)
             acting = _FiniteActs(recorder or policy, lambda what: diverged(what, iteration))
-            episodes = run_episodes(env, acting, seed=config.seed + iteration * config.batch_size,
-                                    options=_options(config, env, iteration))
-            beta = controller.value if controller else 0.0  # the β this rollout was shaped with
+            episodes, first, sampling = collect(config, env, acting, iteration)
+            beta = controller.value if controller else (config.kl_coef if config.kl_in_loss else 0.0)  # this batch's β
             if controller is not None:
                 controller.end_batch()  # adaptive β: one update with this batch's mean KL (Ziegler et al.)
             obs_frames = torch.stack(recorder.frames) if recorder else None
-            metrics = episode_metrics(episodes)
+            metrics = {**episode_metrics(first), **sampling}
+            batch = None
+            if episodes is not None and reference is not None:  # KL in the loss: scored once, before the guard
+                batch = training_batch(episodes, config.is_text, obs_frames)
+                batch["ref_logprobs"] = token_logprobs(reference, batch, config.temperature)
+                per_token = kl_estimate(batch["sample_logprobs"], batch["ref_logprobs"], config.kl_estimator)
+                metrics["kl"] = float((per_token * batch["mask"]).sum(1).mean())  # summed per completion, as the env's
             blown = np.isfinite(metrics["kl"]) and metrics["kl"] > config.max_episode_kl
             if blown:  # checked first: a batch not trained on costs no scoring pass
                 warnings.warn(f"iteration {iteration + 1}: mean KL {metrics['kl']:.1f} nats exceeds max_episode_kl="
                               f"{config.max_episode_kl}; update skipped", RuntimeWarning, stacklevel=2)
                 update = {"skipped": 1, "epochs": 0}
+            elif episodes is None:  # dynamic sampling found no group with any signal: nothing to learn from
+                update = {"skipped": 0, "epochs": 0}
             else:
-                batch = training_batch(episodes, config.is_text, obs_frames)
-                if value_head or config.epochs > 1 or 0 < config.minibatch_rows < len(batch["actions"]):
-                    with torch.no_grad():  # the old policy, scored by the same teacher-forced pass the update uses
-                        old = policy.evaluate(batch, entropy_grad=False)
-                    batch["old_logprobs"] = old.logprob
-                    if old.value is not None:
-                        batch["old_values"] = old.value
+                if batch is None:
+                    batch = training_batch(episodes, config.is_text, obs_frames)
+                rng = np.random.default_rng([config.seed, iteration, 2])
+                if value_head or settings.needs_old(len(batch["actions"])):
+                    score_old(policy, batch, settings, rng)  # the old policy, in the update's own first-epoch passes
                 # else one step on the whole batch: the update's own log-probs are the old ones (ratio 1), no extra pass
                 batch.update(config.advantages(episodes, batch, policy))
-                rng = np.random.default_rng([config.seed, iteration, 2])
                 settings.train_policy = iteration >= warmup_iterations
                 extra = extra_loss_factory(policy, rng) if extra_loss_factory else None
                 update = ppo_update(policy, optimizer, batch, settings, rng, extra)

@@ -242,6 +242,39 @@ def run_episodes(envs, policy: Policy, seed: int | None = None, options: dict | 
     )
 
 
+def concat_episodes(parts: list[tuple[EpisodeBatch, torch.Tensor]]) -> EpisodeBatch:
+    """The episodes ``columns`` of each ``(batch, columns)`` of ``parts``, side by side in that order, as one
+    :class:`EpisodeBatch` (shorter batches padded in time with invalid steps).
+
+    >>> def one(reward):  # one env, one step
+    ...     t = lambda x, d=torch.float32: torch.tensor([[x]], dtype=d)
+    ...     return EpisodeBatch(t(0, torch.long), t(-1.0), t(reward), t(True, torch.bool), t(True, torch.bool),
+    ...                         t(False, torch.bool), {"ids": np.array([[7]])}, [None], [{"r": reward}])
+    >>> both = concat_episodes([(one(1.0), torch.tensor([0])), (one(2.0), torch.tensor([0]))])
+    >>> both.returns.tolist(), both.first_obs["ids"].tolist(), [i["r"] for i in both.infos]
+    ([1.0, 2.0], [[7], [7]], [1.0, 2.0])
+    """
+    T = max(b.actions.shape[0] for b, _ in parts)
+
+    def cat(name):
+        tensors = [getattr(b, name)[:, cols] for b, cols in parts]
+        if any(t is None for t in tensors):
+            return None
+        return torch.cat([torch.nn.functional.pad(t, (0, 0, 0, T - t.shape[0])) for t in tensors], 1)
+
+    def rows(obs, cols):
+        cols = cols.numpy()
+        return {k: v[cols] for k, v in obs.items()} if isinstance(obs, dict) else np.asarray(obs)[cols]
+
+    firsts = [rows(b.first_obs, cols) for b, cols in parts]
+    first_obs = ({k: np.concatenate([f[k] for f in firsts]) for k in firsts[0]} if isinstance(firsts[0], dict)
+                 else np.concatenate(firsts))
+    pick = lambda name: [getattr(b, name)[int(i)] for b, cols in parts for i in cols]  # noqa: E731
+    return EpisodeBatch(cat("actions"), cat("logprobs"), cat("rewards"), cat("valid"), cat("terminated"),
+                        cat("truncated"), first_obs, pick("final_obs"), pick("infos"),
+                        None if parts[0][0].values is None else cat("values"))
+
+
 def spread_end_kl(rewards: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
     """Rewards ``(T, N)`` of one episode per env, started together, with each episode's KL terms on their tokens.
 

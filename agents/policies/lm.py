@@ -270,8 +270,9 @@ class LMPolicy(nn.Module):
         return Act(tokens, logprobs.gather(1, tokens[:, None]).squeeze(1), None, logprobs)
 
     def advance(self, actions: torch.Tensor) -> None:
-        """Feed the sampled tokens to the cache (finished rows' tokens are fed too and never read again)."""
-        self._sampler.lm.step(actions)
+        """Feed the sampled tokens (and a multi-turn env's reply after them) to the cache (finished rows' tokens are
+        fed too and never read again)."""
+        self._sampler.feed(actions)
 
     # ---------------------------------------------------------------- learning (teacher forcing)
     def forward(self, **kwargs):
@@ -284,17 +285,18 @@ class LMPolicy(nn.Module):
 
         ``batch``: ``input_ids``/``attention_mask`` ``(B, L)`` (prompt + completion, right-padded),
         ``prompt_len`` ``(B,)``, ``actions`` ``(B, T)`` (completion tokens, left-aligned; entries past a
-        completion's end are ignored by the caller's mask). ``entropy_grad=False`` keeps the full-vocabulary
+        completion's end are ignored by the caller's mask), and for a multi-turn env ``positions`` ``(B, T)``: where
+        each action stands after the prompt (the env's tokens in between are context, never scored). ``entropy_grad=False`` keeps the full-vocabulary
         entropy out of the autograd graph (an update without an entropy bonus needs it only as a statistic).
         """
         ids, mask, prompt_len, actions = batch["input_ids"], batch["attention_mask"], batch["prompt_len"], batch["actions"]
-        T = actions.shape[1]
+        T, positions = actions.shape[1], batch.get("positions")
         want_values = with_values and self.value_head is not None
         recompute = self.gradient_checkpointing and torch.is_grad_enabled() and not self.model.training
         if recompute:  # Hugging Face checkpoints layers in train mode only; dropout is off, so outputs are unchanged
             self.model.train()
         try:
-            logits, last_hidden = self._completion_logits(ids, mask, prompt_len, T, want_values)  # (B, T, V)
+            logits, last_hidden = self._completion_logits(ids, mask, prompt_len, T, want_values, positions)  # (B, T, V)
         finally:
             if recompute:
                 self.model.eval()
@@ -304,11 +306,11 @@ class LMPolicy(nn.Module):
             entropy = -(logprobs.exp() * logprobs).sum(-1)  # (B, T)
         value = None
         if want_values:
-            hidden = at_completion(last_hidden, prompt_len, T)  # (B, T, H), the trunk's last hidden state
+            hidden = at_actions(last_hidden, prompt_len, T, positions)  # (B, T, H), the trunk's last hidden state
             value = self.value_head(hidden.float()).squeeze(-1)  # (B, T)
         return Evaluation(logprob, entropy, value)
 
-    def _completion_logits(self, ids, mask, prompt_len, T: int, want_hidden: bool):
+    def _completion_logits(self, ids, mask, prompt_len, T: int, want_hidden: bool, positions=None):
         """Logits where the completion tokens are predicted, ``(B, T, V)``, and (``want_hidden``) the trunk's last
         hidden state ``(B, L, H)``.
 
@@ -331,9 +333,25 @@ class LMPolicy(nn.Module):
                         self._head_on_completion = head is not None and torch.allclose(
                             head(hidden[:, -1:]).float(), out.logits[:, -1:].float(), rtol=1e-4, atol=1e-4)
                 if self._head_on_completion:
-                    return head(at_completion(hidden, prompt_len, T)), hidden
+                    return head(at_actions(hidden, prompt_len, T, positions)), hidden
         out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden, use_cache=False)
-        return at_completion(out.logits, prompt_len, T), (out.hidden_states[-1] if want_hidden else None)
+        return at_actions(out.logits, prompt_len, T, positions), (out.hidden_states[-1] if want_hidden else None)
+
+
+def at_actions(x: torch.Tensor, prompt_len: torch.Tensor, T: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` ``(B, L, D)`` read where each of the ``T`` actions is predicted, ``(B, T, D)``: position
+    ``prompt_len − 1 + positions[:, t]``, ``positions`` the actions' offsets after the prompt (a multi-turn env's
+    inserted tokens are skipped); None: ``0 … T−1`` (:func:`textenv.lm.at_completion`).
+
+    >>> x = torch.arange(6.0).view(1, 6, 1)  # prompt of 2, then agent, env, env, agent
+    >>> at_actions(x, torch.tensor([2]), 2, torch.tensor([[0, 3]])).flatten().tolist()
+    [1.0, 4.0]
+    """
+    if positions is None:
+        return at_completion(x, prompt_len, T)
+    B, L, D = x.shape
+    index = (prompt_len.view(-1, 1).to(x.device) - 1 + positions.to(x.device)).clamp(0, L - 1)  # (B, T)
+    return x.gather(1, index[..., None].expand(B, T, D))
 
 
 def _is_peft(model) -> bool:

@@ -62,11 +62,21 @@ class LMSampler:
         logprobs = torch.log_softmax(logits, dim=-1)  # (N, V)
         return sample_categorical(logprobs, self.generator), logprobs
 
+    def feed(self, tokens: torch.Tensor) -> None:
+        """Feed the sampled ``tokens`` (N,) to the cache, each followed by the tokens the env inserted after it in
+        that step (a multi-turn env's reply, :attr:`textenv.multiturn.MultiTurnVectorEnv.env_tokens`), in one
+        forward: the context is extended, never re-prefilled."""
+        inserted = getattr(self.base, "env_tokens", None)
+        if inserted is not None and any(inserted):
+            self.lm.extend([[int(t), *extra] for t, extra in zip(tokens.tolist(), inserted)])
+        else:
+            self.lm.step(tokens)
+
     def advance(self, tokens: torch.Tensor, finished: np.ndarray) -> None:
         """Feed ``tokens`` to rows that go on; re-prefill rows that finished (and were autoreset)."""
         restarted = np.flatnonzero(finished).tolist()
         if len(restarted) < len(finished):
-            self.lm.step(tokens)
+            self.feed(tokens)
         self.restart(restarted)
 
 

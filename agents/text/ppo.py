@@ -77,7 +77,7 @@ class PPOConfig(LoRASettings, OnPolicyConfig):
 
     def update_settings(self) -> UpdateSettings:
         return UpdateSettings(self.epochs, self.minibatch_rows, self.clip, self.value_clip, self.vf_coef, self.ent_coef,
-                              self.max_grad_norm, self.target_kl)
+                              self.max_grad_norm, self.target_kl, **self.kl_loss_settings())
 
     def advantages(self, episodes, batch, policy) -> dict[str, torch.Tensor]:
         valid = episodes.valid  # (T, N)

@@ -5,6 +5,7 @@ Each call below builds on first use, then reads the cache (checking that every f
 
     lm = world.lm_path()          # about a minute; AutoModelForCausalLM / AutoTokenizer.from_pretrained(lm) load it
     rm = world.proxy_rm_path()    # the learned proxy reward model, about 2 minutes; reward_model= accepts it
+    lm = world.arithmetic_lm_path()  # the arithmetic world's partly right LM (textenv/Arithmetic-v0), about a minute
 
 Where they are cached (these build nothing):
 
@@ -22,9 +23,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textenv.world.arithmetic import ArithmeticRecipe, arithmetic_dir
+from textenv.world.arithmetic import build as build_arithmetic
+from textenv.world.arithmetic import lm_path as arithmetic_lm_path
+from textenv.world.arithmetic import problems_path as arithmetic_problems_path
 from textenv.world.build import WorldRecipe, build, cache_root, world_dir
 from textenv.world.cache import CacheError
 from textenv.world.gold import gold_fluency, gold_sentiment
+from textenv.world.guess import guess_lm_path
 from textenv.world.proxy import ProxyRecipe, build_proxy, proxy_dir
 
 __all__ = [
@@ -42,6 +48,12 @@ __all__ = [
     "proxy_dir",
     "proxy_rm_path",
     "preferences_path",
+    "ArithmeticRecipe",
+    "arithmetic_dir",
+    "build_arithmetic",
+    "arithmetic_lm_path",
+    "arithmetic_problems_path",
+    "guess_lm_path",
 ]
 
 
