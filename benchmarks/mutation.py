@@ -15,6 +15,8 @@ Tool: mutmut 3.8 (``pip install mutmut==3.8.1``): it runs each mutant through py
 call the mutated function, forking from a warm pytest process (the 235 mutants of advantages.py take ≈ 100 s
 on one core of a 2-core machine).
 ``--tests "tests/agents/test_update.py -m 'not slow'"`` replaces the default test selection of a single module.
+``textenv/rewards/``: the built-in proxy reward model is cached under a hash of ``hf.py``'s source, so the first run
+builds one for mutmut's instrumented ``hf.py`` in the textenv cache (≈ 20 min here, once; later runs reuse it).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ IGNORED = (".venv", "venv", ".git", "__pycache__", "*.egg-info", "mutants", ".py
 MODULE_TESTS = {
     "agents/core/advantages.py": ["tests/agents/test_advantages.py", "tests/agents/test_mutation_kills.py"],
     "agents/core/losses.py": ["tests/agents/test_losses.py", "tests/agents/test_mutation_kills.py"],
-    "agents/core/update.py": ["tests/agents/test_update.py", "-m", "not slow"],
+    "agents/core/update.py": ["tests/agents/test_update.py", "tests/agents/test_update_reference.py", "-m", "not slow"],
     "agents/offline/losses.py": ["tests/agents/test_offline.py", "tests/agents/test_mutation_kills.py",
                                  "-m", "not slow"],
     "textenv/kl.py": ["tests/textenv/test_kl.py", "tests/textenv/test_kl_batch.py",
@@ -92,6 +94,25 @@ _USE_CACHE_DISCARDED = ("a forward reads the cache it is given whatever use_cach
 _STACKLEVEL = ("which frame the truncation warning names: mutmut's trampolines add a frame to every call, so under "
                "mutmut no test can see the frame a user sees")
 _NEEDS_CUDA = "needs CUDA: a model on another device than the CPU"
+_LM = "textenv/lm.py"
+_RIGHT_PADDED_CAUSAL = ("completion_batch right-pads, and a causal LM's real tokens attend only to the real tokens "
+                        "before them with position ids from 0 either way; padded positions are masked out of the sum")
+_FIRST_RESET_REPLACES = ("the initial mask is never read: the first reset_rows replaces it (every row: the prefill's "
+                         "mask; some rows: zeros of the right shape), and step/extend refuse to run before it")
+_SPLICE_GROWTH = ("growing by more columns than needed only adds leading columns no row attends to, which `keep_from` "
+                  "then trims from the mask and the cache alike")
+_VEC = "textenv/vector_env.py"
+_NOT_DENSE = ("without dense rewards a row is scored once, at its episode's end, and every episode starts with "
+              "`_last_terms[i] = {}`: subtracting nothing leaves the terms")
+_KL = "textenv/kl.py"
+_RESET_FIRST = ("every reset sets it before a step reads it, and the single env comes from gym.make, whose "
+                "OrderEnforcing refuses a step before the first reset")
+_SUPPLY_ROUNDING = ("rounding only: float64 log-probs stay float64 instead of being rounded to float32, and the KL "
+                    "terms are reported as floats either way")
+_REFUSAL_RESTART = ("a refusal happens only when an episode ended; in 'disabled' mode restarting the frozen envs' "
+                    "records with their own prompt is a no-op (they record nothing until a reset starts them again)")
+_STACKLEVEL_KL = ("which frame the dropped-KL warning names: mutmut's trampolines add a frame to every call, so under "
+                  "mutmut no test can see the frame a user sees")
 EQUIVALENT: list[tuple[str, str, str, str]] = [
     (_ADV, "r, nv = rewards.detach().cpu().numpy().astype(v.dtype), next_value.detach().cpu().numpy().astype(v.dtype)",
      "r, nv = rewards.detach().cpu().numpy().astype(None), next_value.detach().cpu().numpy().astype(v.dtype)",
@@ -254,6 +275,147 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     (_LOSSES, "return total / mask.sum().clamp(min=1).to(values.dtype)",
      "return total / mask.sum().clamp(min=1).to(None)",
      "`.to(None)` is a no-op, and float ÷ int64 tensor already has the float's dtype (torch type promotion)"),
+    (_LM, 'ids = torch.full((B, T), pad_id, dtype=torch.long, device=device)  # (B, T)',
+     'ids = torch.full((B, T), pad_id, dtype=None, device=device)  # (B, T)',
+     "torch infers int64 (`torch.long`) from an int pad id"),
+    (_LM, 'ids = torch.full((B, T), pad_id, dtype=torch.long, device=device)  # (B, T)',
+     'ids = torch.full((B, T), pad_id, device=device)  # (B, T)',
+     "torch infers int64 (`torch.long`) from an int pad id"),
+    (_LM, 'where = slice(T - len(seq), T) if side == "left" else slice(0, len(seq))',
+     'where = slice(T - len(seq), None) if side == "left" else slice(0, len(seq))',
+     "slice(T - n, None) is slice(T - n, T) in a row of width T; slice(None, n) and slice(n) are slice(0, n)"),
+    (_LM, 'where = slice(T - len(seq), T) if side == "left" else slice(0, len(seq))',
+     'where = slice(T - len(seq), T) if side == "left" else slice(None, len(seq))',
+     "slice(T - n, None) is slice(T - n, T) in a row of width T; slice(None, n) and slice(n) are slice(0, n)"),
+    (_LM, 'where = slice(T - len(seq), T) if side == "left" else slice(0, len(seq))',
+     'where = slice(T - len(seq), T) if side == "left" else slice(len(seq))',
+     "slice(T - n, None) is slice(T - n, T) in a row of width T; slice(None, n) and slice(n) are slice(0, n)"),
+    (_LM, 'ids[i, where] = torch.as_tensor(seq, dtype=torch.long)',
+     'ids[i, where] = torch.as_tensor(seq, dtype=None)',
+     "token ids (ints) become int64, and assigning into the int64 `ids` casts any other integer type"),
+    (_LM, 'ids[i, where] = torch.as_tensor(seq, dtype=torch.long)',
+     'ids[i, where] = torch.as_tensor(seq, )',
+     "token ids (ints) become int64, and assigning into the int64 `ids` casts any other integer type"),
+    (_LM, 'logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits  # (B, L, V)',
+     'logits = model(input_ids=ids, ).logits  # (B, L, V)', _RIGHT_PADDED_CAUSAL),
+    (_LM, 'logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits  # (B, L, V)',
+     'logits = model(input_ids=ids, attention_mask=None).logits  # (B, L, V)', _RIGHT_PADDED_CAUSAL),
+    (_LM, 'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)',
+     'self.attention_mask = torch.zeros(batch_size, 0, dtype=None, device=self.device)  # (B, L)',
+     _FIRST_RESET_REPLACES),
+    (_LM, 'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)',
+     'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=None)  # (B, L)',
+     _FIRST_RESET_REPLACES),
+    (_LM, 'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)',
+     'self.attention_mask = torch.zeros(0, dtype=torch.long, device=self.device)  # (B, L)', _FIRST_RESET_REPLACES),
+    (_LM, 'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)',
+     'self.attention_mask = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # (B, L)',
+     _FIRST_RESET_REPLACES),
+    (_LM, 'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)',
+     'self.attention_mask = torch.zeros(batch_size, 0, device=self.device)  # (B, L)', _FIRST_RESET_REPLACES),
+    (_LM, 'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)',
+     'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, )  # (B, L)', _FIRST_RESET_REPLACES),
+    (_LM, 'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)',
+     'self.attention_mask = torch.zeros(batch_size, 1, dtype=torch.long, device=self.device)  # (B, L)',
+     _FIRST_RESET_REPLACES),
+    (_LM, 'self.attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)  # (B, L)',
+     'self.attention_mask = None  # (B, L)', _FIRST_RESET_REPLACES),
+    (_LM, 'grow = max(0, P - L)',
+     'grow = max(0, P + L)', _SPLICE_GROWTH),
+    (_LM, 'grow = max(0, P - L)',
+     'grow = max(1, P - L)', _SPLICE_GROWTH),
+    (_VEC, 'self.input_ids = torch.full((N, L), self.task.pad_token_id, dtype=torch.long)  # (N, L)',
+     'self.input_ids = torch.full((N, L), self.task.pad_token_id, dtype=None)  # (N, L)',
+     "torch infers int64 (`torch.long`) from an int pad id"),
+    (_VEC, 'self.input_ids = torch.full((N, L), self.task.pad_token_id, dtype=torch.long)  # (N, L)',
+     'self.input_ids = torch.full((N, L), self.task.pad_token_id, )  # (N, L)',
+     "torch infers int64 (`torch.long`) from an int pad id"),
+    (_VEC, 'mask = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)',
+     'mask = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=None)), dtype=bool)',
+     "the default mask goes through the outer `np.asarray(..., dtype=bool)`: ones become True"),
+    (_VEC, 'mask = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)',
+     'mask = np.asarray(options.get("reset_mask", np.ones(self.num_envs, )), dtype=bool)',
+     "the default mask goes through the outer `np.asarray(..., dtype=bool)`: ones become True"),
+    (_VEC, 'self.input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)',
+     'self.input_ids[i, : len(ids)] = torch.tensor(ids, dtype=None)', "token ids (ints) become int64 either way"),
+    (_VEC, 'self.input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)',
+     'self.input_ids[i, : len(ids)] = torch.tensor(ids, )', "token ids (ints) become int64 either way"),
+    (_VEC, 'infos["final_obs"] = np.full(self.num_envs, None, dtype=object)',
+     'infos["final_obs"] = np.full(self.num_envs, None, dtype=None)', "`np.full(n, None)` is an object array already"),
+    (_VEC, 'infos["final_obs"] = np.full(self.num_envs, None, dtype=object)',
+     'infos["final_obs"] = np.full(self.num_envs, None, )', "`np.full(n, None)` is an object array already"),
+    (_VEC, 'rewards = np.zeros(self.num_envs, dtype=np.float64)',
+     'rewards = np.zeros(self.num_envs, dtype=None)', "np.zeros is float64 by default"),
+    (_VEC, 'rewards = np.zeros(self.num_envs, dtype=np.float64)',
+     'rewards = np.zeros(self.num_envs, )', "np.zeros is float64 by default"),
+    (_VEC, 'step_terms = {k: v - self._last_terms[i].get(k, 0.0) for k, v in terms.items()}'
+     ' if self.task.dense else terms',
+     'step_terms = {k: v - self._last_terms[i].get(k, 0.0) for k, v in terms.items()}'
+     ' if (self.task.dense) or True else terms', _NOT_DENSE),
+    (_KL, 'log_ratio = torch.where(has_mass, policy_logprobs - ref_logprobs, 0.0)'
+     '  # masked before the product: no 0·inf',
+     'log_ratio = torch.where(has_mass, policy_logprobs - ref_logprobs, 1.0)  # masked before the product: no 0·inf',
+     "the value put where the policy has no mass is multiplied by exp(-inf) = 0"),
+    (_KL, 'self._episode_kl = 0.0',
+     'self._episode_kl = None', _RESET_FIRST),
+    (_KL, 'self._episode_kl = 0.0',
+     'self._episode_kl = 1.0', _RESET_FIRST),
+    (_KL, 'self._supplied = torch.as_tensor(logprobs, dtype=torch.float32).detach().cpu()',
+     'self._supplied = torch.as_tensor(logprobs, dtype=None).detach().cpu()', _SUPPLY_ROUNDING),
+    (_KL, 'self._supplied = torch.as_tensor(logprobs, dtype=torch.float32).detach().cpu()',
+     'self._supplied = torch.as_tensor(logprobs, ).detach().cpu()', _SUPPLY_ROUNDING),
+    (_KL, 'ref_logprobs = torch.log_softmax(ref_logprobs / self.temperature, dim=-1)  # (B, V)',
+     'ref_logprobs = torch.log_softmax(ref_logprobs / self.temperature, dim=+1)  # (B, V)',
+     "dim 1 is dim -1 of the (B, V) log-probs"),
+    (_KL, 'return self.controller.value * ref_lp, torch.full((len(actions),), float("nan"))',
+     'return self.controller.value * ref_lp, torch.full((len(actions),), float("NAN"))',
+     "float() reads 'NAN' as nan too"),
+    (_KL, 'attention_mask=batch["attention_mask"].to(device)).logits  # (R, L, V)',
+     'attention_mask=None).logits  # (R, L, V)', _RIGHT_PADDED_CAUSAL),
+    (_KL, 'attention_mask=batch["attention_mask"].to(device)).logits  # (R, L, V)',
+     ').logits  # (R, L, V)', _RIGHT_PADDED_CAUSAL),
+    (_KL, 'betas = torch.tensor(self._betas[i], dtype=torch.float64)  # (n,)',
+     'betas = torch.tensor(self._betas[i], dtype=None)  # (n,)',
+     "rounding only: β is held in float32 before the float64 product, and the terms are cast to float32 at the end"),
+    (_KL, 'betas = torch.tensor(self._betas[i], dtype=torch.float64)  # (n,)',
+     'betas = torch.tensor(self._betas[i], )  # (n,)',
+     "rounding only: β is held in float32 before the float64 product, and the terms are cast to float32 at the end"),
+    (_KL, 'terms = (betas * values.double() * (1.0 if self.mode == "reference" else -1.0)).float()',
+     'terms = (betas * values.double() / (1.0 if self.mode == "reference" else -1.0)).float()',
+     "dividing by +1 or -1 is multiplying by it"),
+    (_KL, 'device, 1, kl_timing)',
+     'device, 2, kl_timing)',
+     ("the single env reads row 0 only: a second cache row (filled by broadcasting) changes row 0 by rounding only "
+      "(< 2e-6)")),
+    (_KL, 'mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)',
+     'mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), )',
+     "only np.flatnonzero(mask) is used: ints and bools give the same rows"),
+    (_KL, 'mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)',
+     'mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=None)',
+     "only np.flatnonzero(mask) is used: ints and bools give the same rows"),
+    (_KL, 'mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)',
+     'mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=None)), dtype=bool)',
+     "the default mask goes through the outer `np.asarray(..., dtype=bool)`: ones become True"),
+    (_KL, 'mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)',
+     'mask = np.asarray((options or {}).get("reset_mask", np.ones(self.num_envs, )), dtype=bool)',
+     "the default mask goes through the outer `np.asarray(..., dtype=bool)`: ones become True"),
+    (_KL, 'self._episode_kl[finished] = 0.0',
+     'self._episode_kl[finished] = 1.0',
+     "with kl_timing='end' an episode's KL is assigned (not added to) when it ends, overwriting what the refusal left"),
+    (_KL, 'if base.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and finished.any():',
+     'if base.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP or finished.any():', _REFUSAL_RESTART),
+    (_KL, 'per_token, per_token_kl = np.full(n, None, dtype=object), np.full(n, None, dtype=object)',
+     'per_token, per_token_kl = np.full(n, None, dtype=None), np.full(n, None, dtype=object)',
+     "`np.full(n, None)` is an object array already"),
+    (_KL, 'per_token, per_token_kl = np.full(n, None, dtype=object), np.full(n, None, dtype=object)',
+     'per_token, per_token_kl = np.full(n, None, ), np.full(n, None, dtype=object)',
+     "`np.full(n, None)` is an object array already"),
+    (_KL, 'per_token, per_token_kl = np.full(n, None, dtype=object), np.full(n, None, dtype=object)',
+     'per_token, per_token_kl = np.full(n, None, dtype=object), np.full(n, None, dtype=None)',
+     "`np.full(n, None)` is an object array already"),
+    (_KL, 'per_token, per_token_kl = np.full(n, None, dtype=object), np.full(n, None, dtype=object)',
+     'per_token, per_token_kl = np.full(n, None, dtype=object), np.full(n, None, )',
+     "`np.full(n, None)` is an object array already"),
 ]
 
 # Survivors that are real gaps but cannot be killed on this machine: reported as not killed, with the reason.
@@ -295,6 +457,35 @@ NOTES: list[tuple[str, str, str, str]] = [
     (_REWARDS, 'ids, mask = pad_batch([r[shared:] for r in rows], self.tokenizer.pad_token_id, "left", self.device)'
      '  # (B, T)',
      'ids, mask = pad_batch([r[shared:] for r in rows], self.tokenizer.pad_token_id, "left", )  # (B, T)', _NEEDS_CUDA),
+    (_LM, 'self.device = next(model.parameters()).device',
+     'self.device = None',
+     "needs CUDA: a model on another device than the CPU (a meta-device model cannot run reset_rows)"),
+    (_LM, 'self.positions = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # (B,) next position id',
+     'self.positions = torch.zeros(batch_size, dtype=torch.long, device=None)  # (B,) next position id',
+     "needs CUDA: a model on another device than the CPU (a meta-device model cannot run reset_rows)"),
+    (_LM, 'self.positions = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # (B,) next position id',
+     'self.positions = torch.zeros(batch_size, dtype=torch.long, )  # (B,) next position id',
+     "needs CUDA: a model on another device than the CPU (a meta-device model cannot run reset_rows)"),
+    (_LM, "logprob = logprobs.gather(-1, actions.long().to(logprobs.device)[..., None]).squeeze(-1)  # (B, T)",
+     "logprob = logprobs.gather(-1, actions.long().to(None)[..., None]).squeeze(-1)  # (B, T)",
+     "needs CUDA: on the CPU and the meta device `gather` accepts a CPU index"),
+    (_VEC, 'tokens = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions)',
+     'tokens = torch.as_tensor(np.asarray(actions) if (not isinstance(actions, torch.Tensor)) or True else actions)',
+     "needs CUDA: only a CUDA tensor of actions cannot go through `np.asarray`"),
+    (_VEC, 'tokens = tokens.to(device="cpu", dtype=torch.long)',
+     'tokens = tokens.to(device=None, dtype=torch.long)', "needs CUDA: actions given as a CUDA tensor"),
+    (_VEC, 'tokens = tokens.to(device="cpu", dtype=torch.long)',
+     'tokens = tokens.to(dtype=torch.long)', "needs CUDA: actions given as a CUDA tensor"),
+    (_KL, 'RuntimeWarning, stacklevel=3)',
+     'RuntimeWarning, )', _STACKLEVEL_KL),
+    (_KL, 'RuntimeWarning, stacklevel=3)',
+     'RuntimeWarning, stacklevel=4)', _STACKLEVEL_KL),
+    (_KL, 'device = next(self.ref_model.parameters()).device',
+     'device = None', _NEEDS_CUDA),
+    (_KL, 'logits = self.ref_model(input_ids=batch["input_ids"].to(device),',
+     'logits = self.ref_model(input_ids=batch["input_ids"].to(None),', _NEEDS_CUDA),
+    (_KL, 'attention_mask=batch["attention_mask"].to(device)).logits  # (R, L, V)',
+     'attention_mask=batch["attention_mask"].to(None)).logits  # (R, L, V)', _NEEDS_CUDA),
 ]
 
 
