@@ -48,13 +48,14 @@ def evaluate(policy, episodes: int) -> dict:
 
 
 def run(algo: str, seed: int, iterations: int, episodes: int, out: Path, lr: float, eval_iters=(), eval_times=(),
-        budget_s: float | None = None) -> dict:
+        budget_s: float | None = None, loss_type: str = "bnpo") -> dict:
     """Train ``algo`` (grpo or ppo); evaluate at ``eval_iters`` iterations or once training time passes each of
     ``eval_times``; stop at ``budget_s`` of training time (if given)."""
     from agents import PGConfig, PPOConfig, train_pg, train_ppo
 
     if algo == "grpo":
-        config = PGConfig(env_id=ENV_ID, estimator="grpo", kl_coef=0.0, max_new_tokens=96, prompts_per_iter=8,
+        config = PGConfig(env_id=ENV_ID, estimator="grpo", loss_type=loss_type, kl_coef=0.0, max_new_tokens=96,
+                          prompts_per_iter=8,
                           group_size=8, lr=lr, iterations=iterations, seed=seed, threads=1, checkpoint_every=10**6)
         train = train_pg
     else:
@@ -118,10 +119,11 @@ def plot(data: dict, path: Path) -> None:
 def table(data: dict) -> str:
     a, base = data["args"], data["base"]
     lines = [f"textenv/GuessNumber-v0 (guess 1–16, ≤ 96 tokens), evaluate_game: {base['episodes']} episodes "
-             f"({a['episodes_per_instance']} per instance, T = 1, seed 123). GRPO: 8 prompts × 8, lr "
+             f"({a['episodes_per_instance']} per instance, T = 1, seed 123). GRPO (loss_type "
+             f"{a.get('grpo_loss_type', 'bnpo')}): 8 prompts × 8, lr "
              f"{a['grpo_lr']:g}, {a['grpo_iterations']} iterations; PPO: 64 episodes, 2 epochs, minibatches of 16, "
-             f"KL k3 in the loss (β 0.01), the same training wall time. Wall time: training only, 1 torch thread, "
-             f"beside another job (mutation testing) on 2 cores; seeds {a['seeds']}.", "",
+             f"KL k3 in the loss (β 0.01), the same training wall time. Wall time: training only, 1 torch thread on "
+             f"2 cores; seeds {a['seeds']}.", "",
              "| policy | iteration | train s | success | turns to solve | turns/episode | return |",
              "|---|---|---|---|---|---|---|",
              f"| base model | 0 | 0 | {base['success']:.3f} | {base['turns_to_solve']:.2f} | {base['turns']:.2f} | "
@@ -141,6 +143,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grpo-iterations", "--iterations", type=int, default=300)
     parser.add_argument("--grpo-lr", type=float, default=1e-3)
+    parser.add_argument("--grpo-loss-type", default="bnpo", help="PGConfig.loss_type of the GRPO side (default: bnpo)")
     parser.add_argument("--ppo-iterations", type=int, default=10_000, help="cap; PPO stops at GRPO's training time")
     parser.add_argument("--ppo-lr", type=float, default=3e-4)
     parser.add_argument("--lr-try", type=float, nargs="*", default=[], help="PPO learning rates to try first")
@@ -169,7 +172,8 @@ def main(argv=None) -> None:
     n = args.grpo_iterations
     quarters = {max(1, round(n * q / 4)) for q in (1, 2, 3, 4)}
     for seed in args.seeds:
-        grpo = run("grpo", seed, n, args.episodes_per_instance, out, args.grpo_lr, eval_iters=quarters)
+        grpo = run("grpo", seed, n, args.episodes_per_instance, out, args.grpo_lr, eval_iters=quarters,
+                   loss_type=args.grpo_loss_type)
         times = [e["time_s"] for e in grpo["evals"][:-1]]
         ppo = run("ppo", seed, args.ppo_iterations, args.episodes_per_instance, out, ppo_lr, eval_times=times,
                   budget_s=grpo["train_s"])

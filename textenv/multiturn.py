@@ -43,6 +43,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textenv.lm import context_length, load_config, load_tokenizer
+from textenv.task import check_token
 
 
 @dataclass
@@ -108,6 +109,9 @@ class MultiTurnSpec:
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def check_action(self, action) -> int:
+        return check_token(action, self.vocab_size, self.model_name)
+
 
 class MultiTurnEnv(gym.Env):
     """One multi-turn episode of ``game`` (module docstring): ``step`` takes one agent token.
@@ -163,7 +167,7 @@ class MultiTurnEnv(gym.Env):
     def step(self, action):
         if self._done:
             raise RuntimeError("step() called after the episode ended (or before the first reset); call reset() first")
-        token = _check_token(action, self.task.vocab_size)
+        token = self.task.check_action(action)
         task, turn = self.task, self._turn + [token]
         ends_turn = token in task.turn_end_ids or len(turn) >= task.max_turn_tokens
         out_of_room = self._length + 1 >= task.length
@@ -216,19 +220,6 @@ class MultiTurnEnv(gym.Env):
         if self.render_mode == "ansi":
             return self._prompt + "|" + self.transcript()
         return None
-
-
-def _check_token(action, vocab_size: int) -> int:
-    """``action`` as a token id (a Python or numpy integer, or a 0-d integer array/tensor), refusing anything else."""
-    value = action
-    if isinstance(action, (np.ndarray, torch.Tensor)) and action.ndim == 0:
-        value = action.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"action {action!r} must be an integer token id in Discrete({vocab_size})")
-    token = int(value)
-    if not 0 <= token < vocab_size:
-        raise ValueError(f"action {token} is outside Discrete({vocab_size}); the policy's vocabulary must match the env's")
-    return token
 
 
 _MODES = {"same_step": AutoresetMode.SAME_STEP, "disabled": AutoresetMode.DISABLED}
@@ -293,17 +284,16 @@ class MultiTurnVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         live = np.flatnonzero(~self.done)
         for i in live:  # validate every action first: a bad one leaves every env as it was
-            _check_token(tokens[i], self.task.vocab_size)
+            self.task.check_action(tokens[i])
         results = {}
         for i in live:
             results[i] = self.envs[i].step(int(tokens[i]))
         final_obs = self._obs()
+        self.env_tokens = [[] for _ in range(self.num_envs)]  # frozen rows insert nothing
         for i, (_, reward, term, trunc, info) in results.items():
             rewards[i], terminated[i], truncated[i] = reward, term, trunc
             self.env_tokens[i] = list(self.envs[i].env_tokens)
             infos = self._add_info(infos, info, i)
-        for i in np.flatnonzero(~np.isin(np.arange(self.num_envs), live)):
-            self.env_tokens[i] = []
         finished = np.flatnonzero(terminated | truncated)
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and len(finished):
             final = {}
@@ -320,7 +310,9 @@ class MultiTurnVectorEnv(VectorEnv):
         return self._obs(), rewards, terminated, truncated, infos
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {k: np.stack([e._obs()[k] for e in self.envs]) for k in ("input_ids", "attention_mask", "env_mask")}
+        envs = self.envs  # np.stack copies
+        return {"input_ids": np.stack([e._ids for e in envs]), "attention_mask": np.stack([e._mask for e in envs]),
+                "env_mask": np.stack([e._env for e in envs])}
 
     def render(self):
         return [e._prompt + "|" + e.transcript() for e in self.envs]

@@ -67,6 +67,19 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def check_token(action, vocab_size: int, model_name: str) -> int:
+    """``action`` as a token id in ``Discrete(vocab_size)`` (an integer or a 0-d integer array), else a ValueError
+    naming it and the model whose vocabulary it must fit."""
+    if isinstance(action, np.ndarray) and action.shape == ():
+        action = action.item()
+    if not isinstance(action, (int, np.integer)) or isinstance(action, bool) or not 0 <= action < vocab_size:
+        raise ValueError(
+            f"action {action!r} is outside Discrete({vocab_size}); the policy's vocabulary must match "
+            f"the env's tokenizer ({model_name})"
+        )
+    return int(action)
+
+
 class TextTask:
     """Tokenizer, vocabulary, prompts, reward and length limits of a text-generation env.
 
@@ -228,14 +241,7 @@ class TextTask:
         return self.prompts[int(rng.integers(len(self.prompts)))]
 
     def check_action(self, action) -> int:
-        if isinstance(action, np.ndarray) and action.shape == ():
-            action = action.item()
-        if not isinstance(action, (int, np.integer)) or isinstance(action, bool) or not 0 <= action < self.vocab_size:
-            raise ValueError(
-                f"action {action!r} is outside Discrete({self.vocab_size}); the policy's vocabulary must match "
-                f"the env's tokenizer ({self.model_name})"
-            )
-        return int(action)
+        return check_token(action, self.vocab_size, self.model_name)
 
     def decode(self, completion_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(completion_ids, skip_special_tokens=True)

@@ -54,11 +54,7 @@ def _build_guess_world(args) -> None:
     from textenv.world.guess import GuessRecipe, build_guess
 
     path = _verified(lambda force: build_guess(GuessRecipe(seed=args.seed), force=force), args.force)
-    manifest = json.loads((path / "manifest.json").read_text())
-    print(f"guessing world: {path}")
-    for key, value in manifest.items():
-        if not isinstance(value, (dict, list)):
-            print(f"  {key:18s} {value}")
+    _print_manifest("guessing world", path)
 
 
 def _build_arithmetic_world(args) -> None:
@@ -67,12 +63,19 @@ def _build_arithmetic_world(args) -> None:
 
     recipe = world.ArithmeticRecipe(seed=args.seed)
     path = _verified(lambda force: world.build_arithmetic(recipe, force=force), args.force)
-    manifest = json.loads((path / "manifest.json").read_text())
-    print(f"arithmetic world: {path}")
-    for key in ("vocab_size", "parameters", "train_problems", "eval_problems", "final_train_loss", "build_seconds"):
-        print(f"  {key:18s} {manifest[key]}")
+    manifest = _print_manifest("arithmetic world", path, ("vocab_size", "parameters", "train_problems",
+                                                          "eval_problems", "final_train_loss", "build_seconds"))
     print(f"  {'held-out accuracy':18s} greedy {manifest['eval_greedy']:.3f}, sampled {manifest['eval_sampled']:.3f}, "
           f"pass@8 {manifest['eval_pass_at_8']:.3f}  (of {manifest['eval_problems']} problems never trained on)")
+
+
+def _print_manifest(title: str, path, keys=None) -> dict:
+    """Print ``title: path`` and the ``keys`` (None: every scalar) of the world's ``manifest.json``; return it."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    print(f"{title}: {path}")
+    for key in keys or [k for k, v in manifest.items() if not isinstance(v, (dict, list))]:
+        print(f"  {key:18s} {manifest[key]}")
+    return manifest
 
 
 def _build_sentiment_world(args) -> None:
