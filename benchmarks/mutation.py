@@ -44,25 +44,28 @@ IGNORED = (".venv", "venv", ".git", "__pycache__", "*.egg-info", "mutants", ".py
 # added so its doctests count too. Slow learning tests are left out: a mutant is run once per test that calls it.
 MODULE_TESTS = {
     "agents/core/advantages.py": ["tests/agents/test_advantages.py", "tests/agents/test_mutation_kills.py"],
-    "agents/core/losses.py": ["tests/agents/test_losses.py", "tests/agents/test_mutation_kills.py"],
-    "agents/core/update.py": ["tests/agents/test_update.py", "tests/agents/test_update_reference.py", "-m", "not slow"],
+    "agents/core/losses.py": ["tests/agents/test_losses.py", "tests/agents/test_mutation_kills.py",
+                              "tests/agents/test_group_losses.py", "tests/agents/test_update_reference.py",
+                              "tests/agents/test_kills_losses.py", "-m", "not slow"],
+    "agents/core/update.py": ["tests/agents/test_update.py", "tests/agents/test_update_reference.py",
+                              "tests/agents/test_kills_update.py", "-m", "not slow"],
     "agents/offline/losses.py": ["tests/agents/test_offline.py", "tests/agents/test_mutation_kills.py",
                                  "-m", "not slow"],
     "textenv/kl.py": ["tests/textenv/test_kl.py", "tests/textenv/test_kl_batch.py",
                       "tests/textenv/test_kl_controller.py", "tests/textenv/test_kl_wrappers.py",
-                      "tests/textenv/test_kl_timing.py", "tests/textenv/test_mutation_kills_textenv.py",
+                      "tests/textenv/test_kl_timing.py", "tests/textenv/test_kills_kl.py",
                       "-m", "not slow"],
     "textenv/lm.py": ["tests/textenv/test_lm.py", "tests/textenv/test_adapters.py",
-                      "tests/textenv/test_mutation_kills_textenv.py", "-m", "not slow"],
+                      "tests/textenv/test_kills_lm.py", "-m", "not slow"],
     # test_judge_chat's SmolLM2 test (6 s, a model-quality check) is left out: it would run for every judge mutant
     "textenv/rewards/": ["tests/textenv/test_rewards.py", "tests/textenv/test_reward_errors.py",
                          "tests/textenv/test_reward_zoo.py", "tests/textenv/test_hf_reward.py",
                          "tests/textenv/test_judge_chat.py", "tests/textenv/test_adapters.py",
-                         "tests/textenv/test_mutation_kills_textenv.py",
-                         "--deselect",
+                         "tests/textenv/test_kills_rewards.py", "tests/textenv/test_kills_hf_reward.py",
+                         "tests/textenv/test_kills_judge.py", "--deselect",
                          "tests/textenv/test_judge_chat.py::test_smollm2_judge_prefers_praise_to_complaint",
                          "-m", "not slow"],
-    "textenv/vector_env.py": ["tests/textenv/test_vector_env.py", "tests/textenv/test_mutation_kills_textenv.py",
+    "textenv/vector_env.py": ["tests/textenv/test_vector_env.py", "tests/textenv/test_kills_vector_env.py",
                               "-m", "not slow"],
     "robotics/randomization.py": ["tests/robotics/test_randomization.py",
                                   "tests/robotics/test_mutation_kills_robotics.py", "-m", "not slow"],
@@ -74,7 +77,11 @@ MODULE_TESTS = {
 # by rounding, never in value (float64 inputs are unaffected), and no test should pin float32 bits.
 _GAE_ROUNDING = ("rounding only: the recursion runs in float64 instead of the values' float32 and the result is cast "
                  "back to the values' dtype at the end")
-_ADV, _LOSSES = "agents/core/advantages.py", "agents/core/losses.py"
+_ADV, _LOSSES, _UPDATE = "agents/core/advantages.py", "agents/core/losses.py", "agents/core/update.py"
+_COUNT_TO_NONE = ("`.to(None)` is a no-op, and a float tensor ÷ an int64 count has the float's dtype (torch type "
+                  "promotion), the division casting the count to it as `.to` did (checked for float16 and bfloat16 "
+                  "counts beyond their exact integers, e.g. 257 and 70001)")
+_ONES_THEN_BOOL = "the next line casts the default mask with `.bool()`: ones of any dtype become the same all-True mask"
 _REWARDS = "textenv/rewards/"
 _NEGATIVE_RESHAPE = "numpy reads any negative size as the one unknown dimension: the same flattening as -1"
 _LOADED_STATS_DTYPE = ("the loaded mean and m2 enter only float arithmetic (÷ count, subtracted from float scores, "
@@ -273,8 +280,17 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      'self.values = np.array(list(options.values()), )',
      "float64 probabilities @ int values is the same float64 product"),
     (_LOSSES, "return total / mask.sum().clamp(min=1).to(values.dtype)",
-     "return total / mask.sum().clamp(min=1).to(None)",
-     "`.to(None)` is a no-op, and float ÷ int64 tensor already has the float's dtype (torch type promotion)"),
+     "return total / mask.sum().clamp(min=1).to(None)", _COUNT_TO_NONE),
+    (_LOSSES, "mask = torch.ones_like(log_ratio, dtype=torch.bool)",
+     "mask = torch.ones_like(log_ratio, dtype=None)", _ONES_THEN_BOOL),
+    (_LOSSES, "mask = torch.ones_like(log_ratio, dtype=torch.bool)",
+     "mask = torch.ones_like(log_ratio, )", _ONES_THEN_BOOL),
+    (_LOSSES, "return (total / mask.sum(-1, keepdim=True).clamp(min=1).to(log_ratio.dtype)).expand_as(log_ratio)",
+     "return (total / mask.sum(-1, keepdim=True).clamp(min=1).to(None)).expand_as(log_ratio)", _COUNT_TO_NONE),
+    (_LOSSES, "return (kept.sum(-1) / mask.sum(-1).clamp(min=1).to(per_token.dtype)).mean()",
+     "return (kept.sum(-1) / mask.sum(-1).clamp(min=1).to(None)).mean()", _COUNT_TO_NONE),
+    (_UPDATE, "stop = False", "stop = None",
+     "`stop` is read only by `if stop:` (set to True before the break that ends the epoch): None is falsy as False is"),
     (_LM, 'ids = torch.full((B, T), pad_id, dtype=torch.long, device=device)  # (B, T)',
      'ids = torch.full((B, T), pad_id, dtype=None, device=device)  # (B, T)',
      "torch infers int64 (`torch.long`) from an int pad id"),

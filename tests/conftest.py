@@ -48,6 +48,20 @@ def base_lm(lm_dir):
 
 
 @pytest.fixture(scope="session")
+def rm_dir(tmp_path_factory, lm_dir):
+    """A ``num_labels=1`` reward model on the built-in LM, its score head drawn at random (seeded)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("rm")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(lm_dir, num_labels=1)
+    torch.nn.init.normal_(model.score.weight, std=1.0)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(lm_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def smollm2_path():
     """The fetched SmolLM2-135M-Instruct folder (a real pretrained LM, :mod:`textenv.models`); the test is
     skipped where it has not been fetched (CI fetches it before the tests)."""

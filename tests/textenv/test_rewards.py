@@ -8,17 +8,6 @@ import textenv  # noqa: F401
 from textenv.rewards import HFRewardModel, Reward, as_reward
 
 
-@pytest.fixture(scope="module")
-def rm_dir(tmp_path_factory, lm_dir):
-    path = tmp_path_factory.mktemp("rm")
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(lm_dir, num_labels=1)
-    torch.nn.init.normal_(model.score.weight, std=1.0)
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(lm_dir).save_pretrained(path)
-    return path
-
-
 def test_hf_reward_model_by_path_scores_the_last_non_pad_token(rm_dir):
     prompts = ["the pasta was", "we stayed at this hotel", "the movie"]
     completions = [" great .", " for two nights and the room was dirty .", ""]
