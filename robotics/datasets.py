@@ -26,6 +26,7 @@ Needs the ``offline`` extra: ``pip install "textenv[offline]"`` (``minari[hdf5]`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -40,6 +41,8 @@ import gymnasium as gym
 import numpy as np
 
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+LANGUAGE_KINDS = ("bot", "noisy-bot")
+"""The BabyAI tasks' datasets (:mod:`robotics.language`): the bot's demonstrations, and the bot mixed with random actions."""
 NAMESPACE = "robotics"
 
 
@@ -88,8 +91,8 @@ def dataset_id(env_id: str, kind: str, version: int = 0) -> str:
     >>> dataset_id("Hopper-v5", "medium-replay")
     'robotics/hopper/medium-replay-v0'
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
+    if kind not in KINDS + LANGUAGE_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {KINDS + LANGUAGE_KINDS}")
     name = env_id.split("/")[-1].split("-v")[0].lower()
     return f"{NAMESPACE}/{name}/{kind}-v{version}"
 
@@ -207,12 +210,13 @@ def _minari_root(root: Path):
 
 def write_dataset(dataset_id: str, episodes: Sequence[Episode], env_id: str, ref_min_score: float,
                   ref_max_score: float, algorithm_name: str, description: str, overwrite: bool = False,
-                  extra_metadata: dict | None = None) -> Path:
+                  extra_metadata: dict | None = None, env_kwargs: dict | None = None) -> Path:
     """Write ``episodes`` as the Minari dataset ``dataset_id`` (HDF5) and return its folder.
 
     The dataset is created under a temporary root beside the real one and renamed into place, so a crash never
     leaves half a dataset under the id. ``overwrite=False`` refuses an existing id. ``extra_metadata`` is stored
-    in ``textenv.json`` beside Minari's metadata (collection time, behaviour returns...).
+    in ``textenv.json`` beside Minari's metadata (collection time, behaviour returns...). ``env_kwargs`` are
+    the ``gymnasium.make`` keyword arguments the episodes were collected with (stored in the env spec).
     """
     minari = _minari()
     from minari.data_collector import EpisodeBuffer
@@ -227,6 +231,10 @@ def write_dataset(dataset_id: str, episodes: Sequence[Episode], env_id: str, ref
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
     tmp_root = root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+    env_spec = env_id
+    if env_kwargs:
+        spec = gym.spec(env_id)
+        env_spec = dataclasses.replace(spec, kwargs={**spec.kwargs, **env_kwargs})
     buffers = [EpisodeBuffer(id=k, seed=ep.seed, observations=ep.observations, actions=ep.actions,
                              rewards=list(ep.rewards), terminations=list(ep.terminations),
                              truncations=list(ep.truncations), infos={}) for k, ep in enumerate(episodes)]
@@ -234,7 +242,7 @@ def write_dataset(dataset_id: str, episodes: Sequence[Episode], env_id: str, ref
         with _minari_root(tmp_root), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Minari warns about the optional metadata we leave out
             minari.create_dataset_from_buffers(
-                dataset_id, buffers, env=env_id, algorithm_name=algorithm_name, author="textenv",
+                dataset_id, buffers, env=env_spec, algorithm_name=algorithm_name, author="textenv",
                 author_email="textenv@users.noreply.invalid", code_permalink="https://github.com/textenv/textenv",
                 ref_min_score=float(ref_min_score), ref_max_score=float(ref_max_score), description=description,
                 data_format="hdf5", requirements=[f"textenv=={_package_version()}"])

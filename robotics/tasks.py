@@ -45,9 +45,12 @@ def check_env_id(env_id: str) -> str:
     """``env_id`` if registered, else a ``ValueError`` listing the robotics ids (and the MuJoCo install hint)."""
     if env_id in gym.registry:
         return env_id
-    known = [*TASKS, *RANDOMIZED]
+    from robotics.language import LANGUAGE_IDS
+
+    known = [*TASKS, *RANDOMIZED, *LANGUAGE_IDS]
     raise ValueError(f"unknown env id {env_id!r}; the robotics tasks are {known} (MuJoCo ones need "
-                     f"pip install \"textenv[mujoco]\"), and any other registered Gymnasium id works")
+                     f"pip install \"textenv[mujoco]\", BabyAI ones \"textenv[babyai]\"), and any other registered "
+                     f"Gymnasium id works")
 
 
 def make_env(env_id: str, wrap: Callable[[gym.Env], gym.Env] | None = None, **kwargs) -> gym.Env:

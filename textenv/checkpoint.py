@@ -243,12 +243,16 @@ class Checkpoints:
         config: the fields a resumed run must share with the interrupted one (JSON-able); stored in every
             trainer state and compared on :meth:`load`.
         format: the trainer-state format; a checkpoint of another format is refused.
+        defaults: the default of each config field; a field that a checkpoint written before it existed does not
+            hold is taken at its default (so adding a field with a default keeps older runs resumable).
     """
 
-    def __init__(self, path: str | os.PathLike, config: dict[str, Any], format: int):
+    def __init__(self, path: str | os.PathLike, config: dict[str, Any], format: int,
+                 defaults: dict[str, Any] | None = None):
         self.path = Path(path)
         self.config = config
         self.format = format
+        self.defaults = defaults or {}
 
     @property
     def dir(self) -> Path:
@@ -305,7 +309,7 @@ class Checkpoints:
             if not (target / STATE).is_file():
                 raise FileNotFoundError(f"checkpoint {target} has no {STATE}; it is incomplete: {WAY_OUT}")
         state = from_safe(load_state(target, self.format, WAY_OUT))
-        saved, now = state["config"], self.config
+        saved, now = {**{k: v for k, v in self.defaults.items() if k in self.config}, **state["config"]}, self.config
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if diff:
             changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)

@@ -26,12 +26,14 @@ ABOUT = {
     "iql": "implicit Q-learning (IQL) on an offline dataset",
     "dt": "Decision Transformer on an offline dataset",
     "iql-online": "IQL offline, then online with the dataset as replay buffer",
+    "bc-language": "behaviour cloning of BabyAI's bot with an instruction-conditioned policy (the babyai extra)",
 }
 """One line per ``train`` algorithm (``textenv train --help``); one not listed shows its config's first doc line."""
 
 
 def _algorithms() -> dict:
     from agents.control import ControlPPOConfig, train_control_ppo
+    from agents.control.language import LanguageBCConfig, train_language_bc
     from agents.offline import ALGORITHMS as OFFLINE
     from agents.offline import train_offline
     from agents.text.dpo import DPOConfig, train_dpo
@@ -47,6 +49,7 @@ def _algorithms() -> dict:
         "sft": (SFTConfig, train_sft, {}),
         "dpo": (DPOConfig, train_dpo, {}),
         "ppo-control": (ControlPPOConfig, train_control_ppo, {}),
+        "bc-language": (LanguageBCConfig, train_language_bc, {}),
         **{name: (config_cls, train_offline, {}) for name, config_cls in OFFLINE.items()},
     }
 
@@ -63,6 +66,8 @@ def _train(args) -> None:
                 "steps_per_s", "time_s")
         shown = {k: round(v, 4) for k, v in last.items() if k in keys}
         print(f"last iteration: {shown}")
+    for split, rate in (getattr(result, "evaluation", None) or {}).items():
+        print(f"success on {split} missions: {rate.success:.3f} ± {rate.stderr:.3f} ({rate.episodes} episodes)")
     policy = out / "policy.pt" if (out / "policy.pt").exists() else out / "policy"
     print(f"run directory: {out} (metrics.csv, tb/, checkpoint/); trained policy: {policy}")
 
@@ -93,6 +98,19 @@ def _datasets_collect(args) -> None:
             print(f"| {did} | (exists, kept; --overwrite true to replace) | | | |")
         else:
             print(f"| {did} | {s['steps']} | {s['episodes']} | {s['behaviour_return_mean']:.1f} | {s['size_mb']:.1f} |")
+
+
+def _datasets_collect_babyai(args) -> None:
+    from robotics.language import collect_language_datasets
+
+    summaries = collect_language_datasets(args.env_id, args.episodes, seed=args.seed, noise=args.noise,
+                                          kinds=tuple(args.kinds), overwrite=args.overwrite)
+    print("| id | episodes | transitions | success | seconds |\n|---|---|---|---|---|")
+    for did, s in summaries.items():
+        if s.get("kept"):
+            print(f"| {did} | (exists, kept; --overwrite to replace) | | | |")
+        else:
+            print(f"| {did} | {s['episodes']} | {s['transitions']} | {s['success']:.3f} | {s['collect_s']:.1f} |")
 
 
 def _datasets_list(args) -> None:
@@ -189,6 +207,17 @@ def add_commands(sub) -> None:
     a.add_argument("--out", default=None, help="where the PPO run goes (default: runs/collect-<env-id>)")
     add_config_flags(a, CollectConfig, {})
     a.set_defaults(fn=_datasets_collect)
+    a = ds.add_parser("collect-babyai", help="write BabyAI bot and noisy-bot demonstrations (the babyai extra)",
+                      description="Run BabyAI's bot on a language-conditioned task's train split and write Minari "
+                                  "datasets <namespace>/babyai-<level>/bot-v0 and noisy-bot-v0 (token observations, "
+                                  "missions in textenv.json).")
+    a.add_argument("--env-id", default="robotics/BabyAI-GoToLocal-v0", help="a robotics/BabyAI-*-v0 id")
+    a.add_argument("--episodes", type=int, default=2000, help="episodes per dataset (default 2000)")
+    a.add_argument("--noise", type=float, default=0.3, help="random-action probability of noisy-bot (default 0.3)")
+    a.add_argument("--kinds", nargs="+", default=["bot", "noisy-bot"], choices=["bot", "noisy-bot"])
+    a.add_argument("--seed", type=int, default=0, help="the k-th episode tried resets with seed + k (seeds stored)")
+    a.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
+    a.set_defaults(fn=_datasets_collect_babyai)
     a = ds.add_parser("list", help="the local datasets with their size and returns")
     a.add_argument("--prefix", default="", help="only ids starting with this (e.g. robotics/hopper)")
     a.set_defaults(fn=_datasets_list)

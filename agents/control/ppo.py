@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,16 @@ class ControlPPOConfig:
     """Hidden widths of the actor and the critic."""
     log_std_init: float = 0.0
     """Initial log std of the Gaussian policy."""
+    policy: str = "mlp"
+    """``"mlp"`` (the MLP actor-critic), or an instruction-conditioned policy for the BabyAI tasks' token
+    observations (:mod:`agents.policies.language`): ``"rt1"`` or ``"film"``."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Size options of a ``"rt1"``/``"film"`` policy."""
+    init_policy: str | None = None
+    """A saved ``policy.pt`` of the same kind and size to start from (e.g. a behaviour-cloned one: fine-tuning)."""
+    critic_warmup: int = 0
+    """First iterations that train only the critic (``policy.critic``), the rest frozen: a cloned policy's value
+    head starts untrained, and its first advantages are noise."""
     seed: int = 0
     """Seeds the policy, the envs and the minibatch order."""
     threads: int = 1
@@ -87,12 +98,32 @@ class ControlPPOConfig:
     def __post_init__(self):
         for name in ("total_steps", "num_envs", "n_steps", "batch_size", "epochs", "threads", "checkpoint_every"):
             check_range(name, getattr(self, name), 1, integer=True)
+        check_range("critic_warmup", self.critic_warmup, 0, integer=True)
         for name in ("lr", "clip", "max_grad_norm"):
             check_range(name, getattr(self, name), 0, low_open=True)
         check_range("gamma", self.gamma, 0, 1)
         check_range("lam", self.lam, 0, 1)
         check_range("vf_coef", self.vf_coef, 0)
         check_range("ent_coef", self.ent_coef, 0)
+        from agents.policies.language import LANGUAGE_POLICIES, check_policy_options
+
+        if self.policy not in ("mlp", *LANGUAGE_POLICIES):
+            raise ValueError(f"policy={self.policy!r}: expected 'mlp' or one of {list(LANGUAGE_POLICIES)}")
+        if self.policy == "mlp" and self.policy_kwargs:
+            raise ValueError(f"policy_kwargs={self.policy_kwargs!r} are for 'rt1'/'film'; the MLP's size is hidden=")
+        if self.policy != "mlp":
+            check_policy_options(self.policy, self.policy_kwargs)
+            if self.normalize_obs:
+                raise ValueError(f"normalize_obs=True with policy={self.policy!r}: that policy reads token ids, which "
+                                 f"must not be normalised")
+            if self.gif:
+                raise ValueError(f"gif=True with policy={self.policy!r}: record a BabyAI episode with "
+                                 f"robotics.language.record_episode")
+        if self.critic_warmup >= self.iterations:
+            raise ValueError(f"critic_warmup={self.critic_warmup} leaves none of the {self.iterations} iterations to "
+                             f"train the policy")
+        if self.init_policy is not None and not Path(self.init_policy).is_file():
+            raise FileNotFoundError(f"init_policy={self.init_policy!r}: no such file (a policy.pt a run wrote)")
         if self.num_envs * self.n_steps < self.batch_size:
             raise ValueError(f"batch_size={self.batch_size} is larger than a rollout of num_envs·n_steps="
                              f"{self.num_envs * self.n_steps} steps")
@@ -142,6 +173,40 @@ def make_vector_env(config: ControlPPOConfig, wrap: Callable[[gym.Env], gym.Env]
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
+def make_policy(config: ControlPPOConfig, observation_space: gym.Space, action_space: gym.Space):
+    """The config's policy for the spaces, with ``init_policy``'s weights when given (names and shapes checked)."""
+    if config.policy == "mlp":
+        policy = make_mlp_policy(observation_space, action_space, value=True, hidden=config.hidden,
+                                 log_std_init=config.log_std_init, normalize_obs=config.normalize_obs)
+    else:
+        from agents.policies.language import make_language_policy
+
+        policy = make_language_policy(config.policy, observation_space, action_space, **config.policy_kwargs)
+    if config.init_policy is not None:
+        weights = torch.load(config.init_policy, weights_only=True)
+        try:
+            policy.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(f"init_policy={config.init_policy!r} does not fit policy={config.policy!r} with "
+                             f"{config.policy_kwargs or 'its default sizes'}: {err}") from None
+    return policy
+
+
+@contextmanager
+def _critic_only(policy, active: bool):
+    """While active, only ``policy.critic``'s parameters require gradients; each flag is restored afterwards."""
+    flags = [(p, p.requires_grad) for p in policy.parameters()]
+    if active:
+        critic = {id(p) for p in policy.critic.parameters()}
+        for p, _ in flags:
+            p.requires_grad_(id(p) in critic)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: bool = True, progress: bool = True,
                       callback: Callable[[dict[str, float], Any], None] | None = None,
                       wrap_env: Callable[[gym.Env], gym.Env] | None = None) -> TrainResult:
@@ -160,8 +225,7 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
     state = run.start(resume)
     envs = make_vector_env(config, wrap_env)
     torch.manual_seed(config.seed)
-    policy = make_mlp_policy(envs.single_observation_space, envs.single_action_space, value=True, hidden=config.hidden,
-                             log_std_init=config.log_std_init, normalize_obs=config.normalize_obs)
+    policy = make_policy(config, envs.single_observation_space, envs.single_action_space)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5, fused=True)
     scaler = ReturnScaler(config.num_envs, config.gamma) if config.normalize_reward else None
     start, elapsed, steps = 0, 0.0, 0
@@ -193,7 +257,8 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
                     "old_logprobs": batch.logprobs.reshape(-1), "old_values": batch.values.reshape(-1),
                     "advantages": whiten(advantages.reshape(-1)), "returns": returns.reshape(-1),
                     "mask": torch.ones(advantages.numel(), dtype=torch.bool)}
-            update = ppo_update(policy, optimizer, flat, settings, np.random.default_rng([config.seed, iteration]))
+            with _critic_only(policy, iteration < config.critic_warmup):
+                update = ppo_update(policy, optimizer, flat, settings, np.random.default_rng([config.seed, iteration]))
             if getattr(policy, "norm", None) is not None:
                 policy.norm.update(flat["obs"])
             steps += config.num_envs * config.n_steps

@@ -54,6 +54,17 @@ def config_dict(config) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
+def config_defaults(config) -> dict[str, Any]:
+    """Each field of a config dataclass that has a default, at its default, JSON-able as in :func:`config_dict`."""
+    defaults = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return json.loads(json.dumps(defaults, default=str))
+
+
 def check_range(name: str, value, low=None, high=None, low_open: bool = False, integer: bool = False) -> None:
     """Raise ``ValueError`` naming ``name``, ``value`` and the allowed range unless ``value`` lies in it.
 
@@ -161,7 +172,7 @@ class Run:
     @property
     def checkpoints(self) -> Checkpoints:
         """The run folder's checkpoints, keyed by the config without the ``ignore`` fields."""
-        return Checkpoints(self.path, self._comparable(config_dict(self.config)), FORMAT)
+        return Checkpoints(self.path, self._comparable(config_dict(self.config)), FORMAT, config_defaults(self.config))
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -384,3 +384,43 @@ def test_a_nan_reward_model_is_not_checkpointed(tmp_path):
                                                  r"lower it\); this state was not checkpointed. No checkpoint"):
         rm_train._save_checkpoint(tmp_path, model, None, optimizer, None, 3, [], config)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_field_added_with_a_default_keeps_older_checkpoints_resumable(tmp_path):
+    """A checkpoint written before a config field existed (it does not hold the field) resumes when the field is at
+    its default, and is refused, naming the field, when it is not."""
+    from textenv.checkpoint import Checkpoints
+
+    write = lambda folder: (folder / "weights.bin").write_bytes(b"w")  # noqa: E731
+    Checkpoints(tmp_path, {"lr": 0.1}, format=2).save(write, {"step": 1}, "step 1", {})
+    defaults = {"lr": 0.3, "critic_warmup": 0}
+    assert Checkpoints(tmp_path, {"lr": 0.1, "critic_warmup": 0}, format=2, defaults=defaults).load()["step"] == 1
+    with pytest.raises(ValueError, match=r"critic_warmup: 0 -> 4"):
+        Checkpoints(tmp_path, {"lr": 0.1, "critic_warmup": 4}, format=2, defaults=defaults).load()
+    with pytest.raises(ValueError, match=r"critic_warmup: None -> 0"):  # without defaults: refused as before
+        Checkpoints(tmp_path, {"lr": 0.1, "critic_warmup": 0}, format=2).load()
+
+
+def test_a_control_run_written_before_the_policy_fields_existed_resumes(tmp_path):
+    """ControlPPOConfig gained policy, policy_kwargs, init_policy and critic_warmup: a checkpoint whose config lacks
+    them (what an earlier textenv wrote) resumes unchanged."""
+    from agents.control import ControlPPOConfig, train_control_ppo
+
+    config = ControlPPOConfig(env_id="CartPole-v1", total_steps=128, n_steps=64, batch_size=32, epochs=1,
+                              checkpoint_every=1)
+    train_control_ppo(config, tmp_path, progress=False)
+    state_file = tmp_path / "checkpoint" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    for key in ("policy", "policy_kwargs", "init_policy", "critic_warmup"):
+        del state["config"][key]
+    torch.save(state, state_file)
+    import json
+
+    from textenv.checkpoint import MARKER, STATE
+
+    marker = tmp_path / "checkpoint" / MARKER  # it records each file's size: keep it in step with the new state
+    meta = json.loads(marker.read_text())
+    meta["files"][STATE] = state_file.stat().st_size
+    marker.write_text(json.dumps(meta))
+    resumed = train_control_ppo(ControlPPOConfig(**{**vars(config), "total_steps": 192}), tmp_path, progress=False)
+    assert [row["iteration"] for row in resumed.rows] == [1, 2, 3]
