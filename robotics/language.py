@@ -22,12 +22,14 @@ its mission belongs to the split):
   "go to the red ball" → "walk over to the red ball"); the scene and the task are the train split's for the same
   seed. Object and colour words are never rewritten: a word-level encoder reads an unknown word as ``<unk>``, so a
   rewritten noun ("sphere") would leave the target ambiguous in the tokens, not test the language.
-* ``"all"``: the level as BabyAI draws it.
+* ``"all"``: the level as BabyAI draws it (the default is ``"train"``: what an agent is trained on).
 
 ``observation="text"`` (the default) gives ``Dict(image, direction, mission)`` with the mission as a string;
 ``observation="tokens"`` gives one flat ``Box`` (:func:`encode_observation`: the 147 grid codes, the direction and
 :data:`MAX_WORDS` word ids of :data:`VOCAB`) that the agents' policies read (:mod:`agents.policies.language`), so
 the same PPO, BC and dataset code as MuJoCo runs on it. ``info["success"]`` says whether the mission was done.
+Episodes end as BabyAI's do: ``terminated`` when the level's verifier declares success or failure, ``truncated`` after the level's own step limit (64 or 128), which is why the registered ids set no
+``max_episode_steps``.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ class BabyAILanguageEnv(gym.Env):
         level: ``"GoToLocal"``, ``"PickupLoc"`` or ``"PutNextLocal"``.
         split: ``"train"``, ``"heldout"``, ``"paraphrase"`` or ``"all"``.
         observation: ``"text"`` (a Dict with the mission string) or ``"tokens"`` (a flat Box).
-        render_mode: ``"rgb_array"`` to render frames (:func:`robotics.language.record_strip`).
+        render_mode: ``"rgb_array"`` to render frames (:func:`record_episode` writes a GIF and a PNG strip).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
