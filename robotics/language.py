@@ -28,7 +28,8 @@ its mission belongs to the split):
 ``observation="tokens"`` gives one flat ``Box`` (:func:`encode_observation`: the 147 grid codes, the direction and
 :data:`MAX_WORDS` word ids of :data:`VOCAB`) that the agents' policies read (:mod:`agents.policies.language`), so
 the same PPO, BC and dataset code as MuJoCo runs on it. ``info["success"]`` says whether the mission was done.
-Episodes end as BabyAI's do: ``terminated`` when the level's verifier declares success or failure, ``truncated`` after the level's own step limit (64 or 128), which is why the registered ids set no
+Episodes end as BabyAI's do: ``terminated`` when the level's verifier declares success or failure,
+``truncated`` after the level's own step limit (64 or 128), which is why the registered ids set no
 ``max_episode_steps``.
 """
 
