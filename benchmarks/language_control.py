@@ -115,8 +115,8 @@ def main() -> None:
                 stage = "ppo" if args.ppo_split == "train" else "ppo-all"
                 if env_id in args.ppo_levels and f"{stage}/s{seed}" not in row:
                     tick = time.perf_counter()
-                    config = ControlPPOConfig(env_id=env_id, env_kwargs={"observation": "tokens", "split": args.ppo_split},
-                                              policy=name,
+                    config = ControlPPOConfig(env_id=env_id, policy=name,
+                                              env_kwargs={"observation": "tokens", "split": args.ppo_split},
                                               init_policy=str(bc_dir / "policy.pt"), total_steps=args.ppo_frames,
                                               num_envs=16, n_steps=128, batch_size=256, epochs=4, lr=1e-4,
                                               ent_coef=0.0, critic_warmup=4, seed=seed)
@@ -153,7 +153,8 @@ def reevaluate(results: dict, args, out: Path, results_path: Path, save) -> None
             for key in [k for k in row if "/" in k]:
                 stage, seed = key.split("/")
                 policy = make_language_policy(name, env.observation_space, env.action_space)
-                policy.load_state_dict(torch.load(out / level / name / f"{stage}-{seed}" / "policy.pt", weights_only=True))
+                saved = out / level / name / f"{stage}-{seed}" / "policy.pt"
+                policy.load_state_dict(torch.load(saved, weights_only=True))
                 row[key].update(_rates(policy, env_id, args.episodes))
                 save()
                 print(level, name, key, row[key], flush=True)
@@ -179,7 +180,8 @@ def write_report(results: dict, path: Path, args) -> None:
         row = results[key]
         level, name = key.split("/")
         u = row["untrained"]
-        lines.append(f"| {level} | {name} | untrained | {u['train']:.2f} | {u['heldout']:.2f} | {u['paraphrase']:.2f} | — | — |")
+        cells = " | ".join(f"{u[split]:.2f}" for split in SPLITS)
+        lines.append(f"| {level} | {name} | untrained | {cells} | — | — |")
         for stage in STAGES:
             runs = [v for k, v in row.items() if k.startswith(stage + "/")]
             if not runs:

@@ -286,7 +286,8 @@ def collect_bot_episodes(env_id: str, episodes: int, seed: int = 0, noise: float
                 continue
             in_a_row = 0
             out.append(Episode(np.stack(frames), np.asarray(actions, dtype=np.int64),
-                               np.asarray(rewards, dtype=np.float64), np.asarray(terms), np.asarray(truncs), seed + k - 1))
+                               np.asarray(rewards, dtype=np.float64), np.asarray(terms), np.asarray(truncs),
+                               seed + k - 1))
             missions.append(info["mission"])
             bar.update(1)
     finally:

@@ -1,7 +1,8 @@
 """Language-conditioned control on the BabyAI tasks (:mod:`robotics.language`): behaviour cloning of the bot, then
 PPO fine-tuning, and success rates on seen missions, held-out ones and paraphrases.
 
-* :func:`train_language_bc` — cross-entropy on bot demonstrations (collected by :func:`robotics.language.collect_bot_episodes`
+* :func:`train_language_bc` — cross-entropy on bot demonstrations (collected by
+  :func:`robotics.language.collect_bot_episodes`
   or loaded from a Minari dataset), a run directory with metrics, atomic checkpoints and resume, like every
   trainer here.
 * PPO fine-tuning is control PPO itself: ``ControlPPOConfig(env_id=..., env_kwargs={"observation": "tokens"},
@@ -128,7 +129,8 @@ class LanguageBCConfig:
         if self.env_id not in LANGUAGE_IDS:
             raise ValueError(f"env_id={self.env_id!r}: expected one of {list(LANGUAGE_IDS)}")
         if self.dataset is not None and self.noise:
-            raise ValueError(f"noise={self.noise} with dataset={self.dataset!r}: noise is for collected demonstrations; "
+            raise ValueError(f"noise={self.noise} with dataset={self.dataset!r}: noise is for collected "
+                             f"demonstrations; "
                              f"a dataset's noise was set when it was collected")
         if self.dataset is not None:
             from robotics.datasets import _path, local_dataset_ids
@@ -154,7 +156,8 @@ def demonstrations(config: LanguageBCConfig, progress: bool = True) -> tuple[np.
 
         data = load_dataset(config.dataset)
         if data.env_id != config.env_id:
-            raise ValueError(f"dataset {config.dataset!r} was collected on {data.env_id!r}, not env_id={config.env_id!r}")
+            raise ValueError(f"dataset {config.dataset!r} was collected on {data.env_id!r}, not "
+                             f"env_id={config.env_id!r}")
         obs, actions = data.observations, data.actions.reshape(-1).astype(np.int64)
         summary = {"source": config.dataset, "episodes": data.num_episodes}
     else:
