@@ -102,7 +102,8 @@ class DomainRandomization(gym.Wrapper):
         fixed: shifted-dynamics mode: ``{name: number}`` for any of ``mass``, ``friction``, ``damping``, ``gain``
             (one scale for every body / geom / joint / actuator), ``obs_noise``, ``action_delay``, used every
             episode; in this mode nothing is sampled, ``config`` is not used, and what is not named stays nominal
-            (scale 1, no noise, no delay). Values outside the training ranges are the point.
+            (scale 1, no noise, no delay; ``fixed={}`` is the nominal model). Values outside the training ranges are
+            the point.
 
     ``info["randomization"]`` holds the episode's values on reset and on every step: ``mass`` (one scale per
     body, indexed by body id; the world body 0 is always 1), ``friction`` (per geom), ``damping`` (per degree of
@@ -124,6 +125,7 @@ class DomainRandomization(gym.Wrapper):
         if fixed is not None and not isinstance(fixed, dict):
             raise TypeError(f"fixed={fixed!r} is a {type(fixed).__name__}; expected a dict such as {{'mass': 1.3}}")
         known = {f.name for f in fields(RandomizationConfig)}
+        shifted = fixed is not None  # fixed={} is the nominal model, not "no fixed values": nothing is sampled
         fixed = dict(fixed or {})
         unknown = sorted(set(fixed) - known, key=str)
         if unknown:
@@ -135,7 +137,7 @@ class DomainRandomization(gym.Wrapper):
             if not fixed["action_delay"].is_integer():
                 raise ValueError(f"fixed['action_delay']={fixed['action_delay']!r}: expected a whole number of steps")
             fixed["action_delay"] = int(fixed["action_delay"])
-        if fixed:  # shifted-dynamics mode: everything not named is nominal, nothing is sampled
+        if shifted:  # shifted-dynamics mode: everything not named is nominal, nothing is sampled
             fixed = {**dict.fromkeys(SCALES, 1.0), "obs_noise": 0.0, "action_delay": 0, **fixed}
         self.fixed = fixed
         self._nominal = {

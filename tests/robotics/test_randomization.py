@@ -142,3 +142,14 @@ def test_observation_noise_is_fresh_on_every_step():
     assert np.all(np.abs(r).max(axis=1) > 0.05)  # every step is noisy, not only some
     lag1 = np.corrcoef(r[:-1].ravel(), r[1:].ravel())[0, 1]
     assert abs(lag1) < 0.15  # a reused noise vector gives 1; independent draws give ~0 (s.e. 0.03)
+
+
+def test_an_empty_fixed_dict_is_the_nominal_model_not_randomization():
+    """``fixed={}`` names no shift: everything stays nominal and nothing is sampled (an earlier version read the
+    empty dict as "no fixed mode" and randomized)."""
+    env = DomainRandomization(gym.make("Hopper-v5"), fixed={})
+    for seed in (0, 1):
+        _, info = env.reset(seed=seed)
+        for name in ("mass", "friction", "damping", "gain"):
+            assert np.all(info["randomization"][name] == 1.0), (seed, name)
+        assert info["randomization"]["obs_noise"] == 0.0 and info["randomization"]["action_delay"] == 0
