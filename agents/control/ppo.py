@@ -216,12 +216,16 @@ def train_control_ppo(config: ControlPPOConfig, run_dir: str | Path, resume: boo
     wrappers), e.g. to record what training saw.
 
     Resuming restores the policy (with its observation statistics), optimizer, reward scaler and iteration; the
-    envs restart from a reset, so a resumed run is a faithful continuation, not a bit-identical replay.
+    envs restart from a reset, so a resumed run is a faithful continuation, not a bit-identical replay. A resume
+    with more ``total_steps`` extends the run, except with ``anneal_lr`` (the learning rate decays over the
+    budget), where another budget is refused.
     """
     from tqdm.auto import tqdm
 
     torch.set_num_threads(config.threads)
-    run = Run(run_dir, config, ignore=("total_steps", "threads", "checkpoint_every", "gif"))
+    # a run may be extended (resumed with more total_steps), unless its learning rate anneals over them
+    extendable = () if config.anneal_lr else ("total_steps",)
+    run = Run(run_dir, config, ignore=(*extendable, "threads", "checkpoint_every", "gif"))
     state = run.start(resume)
     envs = make_vector_env(config, wrap_env)
     torch.manual_seed(config.seed)

@@ -424,3 +424,18 @@ def test_a_control_run_written_before_the_policy_fields_existed_resumes(tmp_path
     marker.write_text(json.dumps(meta))
     resumed = train_control_ppo(ControlPPOConfig(**{**vars(config), "total_steps": 192}), tmp_path, progress=False)
     assert [row["iteration"] for row in resumed.rows] == [1, 2, 3]
+
+
+def test_an_annealed_control_run_refuses_another_budget_and_a_constant_one_extends(tmp_path):
+    """With anneal_lr the learning rate decays over total_steps, so resuming with another budget would bend the
+    schedule mid-run: refused, naming the field. Without it, a larger total_steps extends the run."""
+    from agents.control import ControlPPOConfig, train_control_ppo
+
+    small = dict(env_id="CartPole-v1", n_steps=64, batch_size=32, epochs=1)
+    train_control_ppo(ControlPPOConfig(total_steps=64, anneal_lr=True, **small), tmp_path / "annealed", progress=False)
+    with pytest.raises(ValueError, match="total_steps: 64 -> 128"):
+        train_control_ppo(ControlPPOConfig(total_steps=128, anneal_lr=True, **small), tmp_path / "annealed",
+                          progress=False)
+    train_control_ppo(ControlPPOConfig(total_steps=64, **small), tmp_path / "constant", progress=False)
+    longer = train_control_ppo(ControlPPOConfig(total_steps=128, **small), tmp_path / "constant", progress=False)
+    assert [row["iteration"] for row in longer.rows] == [1, 2]
