@@ -130,8 +130,7 @@ class LanguageBCConfig:
             raise ValueError(f"env_id={self.env_id!r}: expected one of {list(LANGUAGE_IDS)}")
         if self.dataset is not None and self.noise:
             raise ValueError(f"noise={self.noise} with dataset={self.dataset!r}: noise is for collected "
-                             f"demonstrations; "
-                             f"a dataset's noise was set when it was collected")
+                             f"demonstrations; a dataset's noise was set when it was collected")
         if self.dataset is not None:
             from robotics.datasets import _path, local_dataset_ids
 
