@@ -75,6 +75,7 @@ TOKEN_OBS_DIM = GRID_CELLS * GRID_CODES + 1 + MAX_WORDS
 
 _PAIR = re.compile(rf"\b({'|'.join(COLORS)}) ({'|'.join(OBJECTS)})\b")
 _WORD_ID = {w: k for k, w in enumerate(VOCAB)}
+_PARAPHRASES_LONGEST_FIRST = sorted(PARAPHRASES, key=lambda rule: -len(rule[0].split()))
 _CHARSET = string.ascii_lowercase + " ,"
 
 
@@ -102,7 +103,7 @@ def paraphrase(mission: str, rng: np.random.Generator) -> str:
     out, k = [], 0
     words = mission.split()
     while k < len(words):
-        for phrase, alternatives in sorted(PARAPHRASES, key=lambda p: -len(p[0].split())):
+        for phrase, alternatives in _PARAPHRASES_LONGEST_FIRST:
             n = len(phrase.split())
             if " ".join(words[k:k + n]) == phrase:
                 out.append(alternatives[int(rng.integers(len(alternatives)))])

@@ -113,6 +113,10 @@ class ControlPPOConfig:
             raise ValueError(f"policy_kwargs={self.policy_kwargs!r} are for 'rt1'/'film'; the MLP's size is hidden=")
         if self.policy != "mlp":
             check_policy_options(self.policy, self.policy_kwargs)
+            if self.env_kwargs.get("observation") != "tokens":
+                raise ValueError(f"policy={self.policy!r} reads a BabyAI task's token observation: pass env_kwargs="
+                                 f"{{\"observation\": \"tokens\"}} with a robotics/BabyAI-*-v0 env_id; got "
+                                 f"env_kwargs={self.env_kwargs!r}")
             if self.normalize_obs:
                 raise ValueError(f"normalize_obs=True with policy={self.policy!r}: that policy reads token ids, which "
                                  f"must not be normalised")

@@ -28,6 +28,7 @@ from robotics.language import (  # noqa: E402
 )
 
 GOTO = "robotics/BabyAI-GoToLocal-v0"
+TOKENS = {"observation": "tokens"}
 
 
 def _decode(words: np.ndarray) -> str:
@@ -248,17 +249,19 @@ def test_configs_refuse_bad_values_by_name(tmp_path):
     with pytest.raises(ValueError, match="policy='cnn'"):
         ControlPPOConfig(env_id=GOTO, policy="cnn")
     with pytest.raises(FileNotFoundError, match="init_policy"):
-        ControlPPOConfig(env_id=GOTO, policy="rt1", init_policy=str(tmp_path / "none.pt"))
+        ControlPPOConfig(env_id=GOTO, policy="rt1", init_policy=str(tmp_path / "none.pt"), env_kwargs=TOKENS)
     with pytest.raises(ValueError, match="policy_kwargs"):
         ControlPPOConfig(policy_kwargs={"d_model": 8})
     with pytest.raises(ValueError, match="normalize_obs=True with policy='film'"):
-        ControlPPOConfig(env_id=GOTO, policy="film", normalize_obs=True)
+        ControlPPOConfig(env_id=GOTO, policy="film", normalize_obs=True, env_kwargs=TOKENS)
     with pytest.raises(ValueError, match="critic_warmup"):
         ControlPPOConfig(critic_warmup=-1)
     with pytest.raises(ValueError, match="critic_warmup=3 leaves none of the 2 iterations"):
         ControlPPOConfig(total_steps=4096, n_steps=2048, critic_warmup=3)
     with pytest.raises(ValueError, match="gif=True with policy='rt1'"):
-        ControlPPOConfig(env_id=GOTO, policy="rt1", gif=True)
+        ControlPPOConfig(env_id=GOTO, policy="rt1", gif=True, env_kwargs=TOKENS)
+    with pytest.raises(ValueError, match="reads a BabyAI task's token observation"):
+        ControlPPOConfig(env_id=GOTO, policy="rt1")
     for bad, match in (({"layers": 0}, "layers=0"), ({"d_model": 10, "heads": 4}, "d_model=10 is not divisible"),
                        ({"learned_tokens": -1}, "learned_tokens=-1"), ({"bogus": 1}, "'bogus'")):
         with pytest.raises(ValueError, match=match):
